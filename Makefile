@@ -1,0 +1,47 @@
+# prunepi: `make demo` runs the main job on an embedded local Ray; `make test` runs the tests.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip
+CONSTRAINTS := constraints.txt
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
+export RAY_AUTH_MODE := disabled
+export RAY_USAGE_STATS_ENABLED := 0
+export MUJOCO_GL := egl
+export WANDB_MODE ?= offline
+
+.PHONY: setup demo test test-slow lint format bench clean
+
+$(BIN)/prunepi: pyproject.toml $(CONSTRAINTS)
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	# torch first, from the local CPU wheel: a bare `torch` requirement pulls a CUDA build.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/prunepi
+
+demo: setup
+	$(BIN)/prunepi demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: setup lint
+	RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.1 $(BIN)/pytest -q
+
+# Opt-in slow tests (real LIBERO / Meta-World episodes, long training runs).
+test-slow: setup
+	RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.1 $(BIN)/pytest -q -m slow
+
+bench: setup
+	$(BIN)/python benchmarks/pi05_latency.py
+	$(BIN)/python benchmarks/pruning_latency.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""π0.5 in plain PyTorch (openpi PI0Pytorch, pi05 path)."""

@@ -1,0 +1,542 @@
+"""π0.5 in plain PyTorch: the π0.5 path of openpi's `PI0Pytorch` (pi0_pytorch.py).
+
+Read top to bottom:
+  1. `Observation` — what the model eats (openpi's `Observation` fields).
+  2. `Pi05Model.embed_prefix` — images -> SigLIP -> projector, pooled over cameras, then
+     the visual-token pruner (policies/pruning), then language tokens * sqrt(width).
+  3. `Pi05Model.embed_suffix` — noisy actions -> action_in_proj; time -> sinusoid -> MLP
+     -> adaRMS condition.
+  4. `Pi05Model.joint_layer` — one layer of joint attention over [prefix | suffix], each
+     stream with its own weights (PaliGemma for the prefix, the expert for the suffix).
+  5. `compute_loss` (flow matching) and `sample_actions` (prefix once, KV cached, then 10
+     Euler steps that read the cached K/V).
+
+Where we deliberately differ from openpi (all off by default or numerically equivalent):
+the pruner, prompt-padding trimming under pruning, and batching all cameras through SigLIP
+in one call (openpi loops over cameras; results agree to float rounding).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from policies.pi05.config import Pi05Config
+from policies.pi05.layers import (
+    GemmaModel,
+    Projector,
+    VisionTower,
+    apply_rope,
+    eager_attention,
+    gated_residual,
+    make_att_2d_masks,
+    rope_cos_sin,
+    sinusoidal_time_embedding,
+)
+from policies.pruning.pruner import TokenPruner
+
+# openpi `to_bfloat16_for_selected_params`: these stay fp32 when the model is bf16.
+FP32_KEEP = (
+    "vision_tower.vision_model.embeddings.patch_embedding.weight",
+    "vision_tower.vision_model.embeddings.patch_embedding.bias",
+    "vision_tower.vision_model.embeddings.position_embedding.weight",
+    "input_layernorm",
+    "post_attention_layernorm",
+    "model.norm",
+)
+
+
+@dataclass
+class Observation:
+    """openpi's model observation (references.md "Data conventions")."""
+
+    images: dict[str, Tensor]  # camera -> (B, 3, H, W) float in [-1, 1] (HWC/uint8 accepted)
+    image_masks: dict[str, Tensor]  # camera -> (B,) bool; False = camera absent
+    state: Tensor  # (B, action_dim); π0.5 reads only its batch size (state is in the prompt)
+    tokenized_prompt: Tensor  # (B, L) int64, right-padded with 0
+    tokenized_prompt_mask: Tensor  # (B, L) bool, True = real token
+
+    @property
+    def batch_size(self) -> int:
+        return self.tokenized_prompt.shape[0]
+
+    def to(self, device: torch.device | str) -> Observation:
+        return Observation(
+            images={k: v.to(device) for k, v in self.images.items()},
+            image_masks={k: v.to(device) for k, v in self.image_masks.items()},
+            state=self.state.to(device),
+            tokenized_prompt=self.tokenized_prompt.to(device),
+            tokenized_prompt_mask=self.tokenized_prompt_mask.to(device),
+        )
+
+
+@dataclass
+class Prefix:
+    """Output of `embed_prefix`: the (possibly pruned) VLM input."""
+
+    embs: Tensor  # (B, S_p, D)
+    pad_masks: Tensor  # (B, S_p) bool
+    att_masks: Tensor  # (B, S_p) bool, all False: bidirectional prefix
+    position_ids: Tensor  # (B, S_p) long
+    next_position: Tensor  # (B,) long: first suffix position
+    kept_tokens: Tensor  # (B,) long: patch tokens the prefix keeps (valid ones)
+    total_tokens: int  # N_total patch slots before pruning
+    metrics: dict[str, float] = field(default_factory=dict)  # prune/* telemetry
+
+
+@dataclass
+class LossOutput:
+    loss: Tensor  # (B, H, action_dim) per-element MSE
+    v_t: Tensor  # (B, H, action_dim)
+    x_t: Tensor  # (B, H, action_dim)
+    position_ids: Tensor  # (B, S_p + H) of the joint pass
+    prefix: Prefix
+    metrics: dict[str, float]
+
+
+@dataclass
+class SampleOutput:
+    actions: Tensor  # (B, H, action_dim)
+    kept_tokens: Tensor  # (B,) patch tokens kept per sample
+    total_tokens: int  # patch slots before pruning
+    prefix_len: int  # prefix length actually run (after pruning / prompt trimming)
+    metrics: dict[str, float]
+
+
+KVCache = list[tuple[Tensor, Tensor]]  # per layer: K, V (B, kv, S_p, hd) after RoPE
+
+
+class PaliGemma(nn.Module):
+    def __init__(self, cfg: Pi05Config):
+        super().__init__()
+        self.model = nn.Module()
+        self.model.vision_tower = VisionTower(cfg.vision)
+        self.model.multi_modal_projector = Projector(cfg.vision.width, cfg.paligemma.width)
+        self.model.language_model = GemmaModel(cfg.paligemma, cfg.vocab_size, cond_dim=None)
+
+
+class GemmaExpert(nn.Module):
+    def __init__(self, cfg: Pi05Config):
+        super().__init__()
+        w = cfg.action_expert.width
+        self.model = GemmaModel(cfg.action_expert, vocab_size=None, cond_dim=w)
+
+
+class PaliGemmaWithExpert(nn.Module):
+    def __init__(self, cfg: Pi05Config):
+        super().__init__()
+        self.paligemma = PaliGemma(cfg)
+        self.gemma_expert = GemmaExpert(cfg)
+
+
+class Pi05Model(nn.Module):
+    def __init__(self, config: Pi05Config):
+        super().__init__()
+        config.validate()
+        self.config = config
+        ew = config.action_expert.width
+        self.paligemma_with_expert = PaliGemmaWithExpert(config)
+        self.action_in_proj = nn.Linear(config.action_dim, ew)
+        self.action_out_proj = nn.Linear(ew, config.action_dim)
+        self.time_mlp_in = nn.Linear(ew, ew)
+        self.time_mlp_out = nn.Linear(ew, ew)
+        pc = config.pruning
+        self.pruner = TokenPruner(pc, config.paligemma.width) if pc.enabled else None
+        self.gradient_checkpointing = False  # trainers switch it on (openpi recipe)
+        self.reset_parameters()
+        if config.dtype == "bfloat16":
+            self.to_bfloat16_for_selected_params()
+
+    # -- construction ----------------------------------------------------------------
+
+    def reset_parameters(self, std: float = 0.02) -> None:
+        """Small random init for training from scratch (checkpoints overwrite it)."""
+        for name, p in self.named_parameters():
+            if name.startswith("pruner."):
+                continue  # the pruner initialises its own parameters
+            if name.endswith("layernorm.weight") or name.endswith("norm.weight"):
+                # Gemma norms are (1 + w): zeros is identity; SigLIP LayerNorms use w as is.
+                nn.init.ones_(p) if "vision_tower" in name else nn.init.zeros_(p)
+            elif name.endswith(".bias"):
+                nn.init.zeros_(p)
+            else:
+                nn.init.normal_(p, std=std)
+        for layer in self.expert.layers:  # adaRMS starts as identity with an open gate
+            for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+                nn.init.zeros_(norm.dense.weight)
+                nn.init.zeros_(norm.dense.bias)
+                w = norm.dense.bias.shape[0] // 3
+                nn.init.ones_(norm.dense.bias[2 * w :])  # gate = 1
+
+    def to_bfloat16_for_selected_params(self) -> None:
+        """openpi's mixed precision: bf16 weights except its fp32 keep-list and the
+        top-level projections (they live outside `paligemma_with_expert`)."""
+        for name, p in self.paligemma_with_expert.named_parameters():
+            if not any(k in name for k in FP32_KEEP):
+                p.data = p.data.to(torch.bfloat16)
+
+    @property
+    def vision(self) -> VisionTower:
+        return self.paligemma_with_expert.paligemma.model.vision_tower
+
+    @property
+    def llm(self) -> GemmaModel:
+        return self.paligemma_with_expert.paligemma.model.language_model
+
+    @property
+    def expert(self) -> GemmaModel:
+        return self.paligemma_with_expert.gemma_expert.model
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return self.llm.layers[0].self_attn.q_proj.weight.dtype
+
+    # -- 2. prefix ---------------------------------------------------------------------
+
+    def embed_images(self, obs: Observation) -> tuple[Tensor, Tensor]:
+        """All cameras through SigLIP + projector in one batch.
+
+        -> patches (B, N_total, D) pooled in camera order, patch_valid (B, N_total) bool.
+        """
+        cfg = self.config
+        pixels = [_to_nchw(obs.images[c], cfg.vision.image_size, c) for c in cfg.camera_names]
+        B, C = obs.batch_size, len(pixels)
+        feats = self.vision.vision_model(torch.cat(pixels, dim=0))  # (C*B, P, W_v)
+        proj = self.paligemma_with_expert.paligemma.model.multi_modal_projector.linear
+        x = proj(feats.to(proj.weight.dtype))  # (C*B, P, D); openpi: no 1/sqrt(D) here
+        P = x.shape[1]
+        patches = x.view(C, B, P, -1).transpose(0, 1).reshape(B, C * P, -1)  # (B, N, D)
+        masks = torch.stack([obs.image_masks[c].bool() for c in cfg.camera_names], dim=1)
+        patch_valid = masks[:, :, None].expand(B, C, P).reshape(B, C * P)  # (B, N)
+        return patches, patch_valid
+
+    def embed_language(self, tokens: Tensor) -> Tensor:  # (B, L) -> (B, L, D)
+        emb = self.llm.embed_tokens(tokens)
+        return emb * math.sqrt(emb.shape[-1])  # openpi embed_prefix: * sqrt(width)
+
+    def embed_prefix(
+        self, obs: Observation, *, step: int | None = None, prune: bool | None = None
+    ) -> Prefix:
+        """[patches of every camera | language]; pruned when the pruner is on.
+
+        Position ids (references.md §1): openpi numbers the prefix by cumsum(pad) - 1 over
+        the UNPRUNED sequence and starts the suffix at the count of valid prefix tokens.
+        Under pruning, `pruning.position_ids` picks the numbering of kept tokens:
+          - "openpi": each kept token keeps its unpruned id (gaps where patches went),
+            which is the numbering the checkpoint was trained with;
+          - "lightvla": the user's port — a patch's id is its index in the pool, language
+            starts at N_total and the suffix at N_total + max_token_len;
+          - "compact": renumber the pruned prefix by cumsum of its own pad mask.
+        """
+        patches, patch_valid = self.embed_images(obs)  # (B, N, D), (B, N)
+        lang = self.embed_language(obs.tokenized_prompt)  # (B, L, D)
+        lang_mask = obs.tokenized_prompt_mask.bool()  # (B, L)
+        B, N, _ = patches.shape
+        L = lang.shape[1]
+        pad_full = torch.cat([patch_valid, lang_mask], dim=1)  # (B, N + L)
+        pos_full = torch.cumsum(pad_full.long(), dim=1) - 1
+        next_full = pad_full.long().sum(-1)  # (B,)
+
+        use_pruner = self.pruner is not None and (prune is None or prune)
+        if not use_pruner:
+            embs = torch.cat([patches, lang.to(patches.dtype)], dim=1)
+            return Prefix(
+                embs=embs,
+                pad_masks=pad_full,
+                att_masks=torch.zeros_like(pad_full),
+                position_ids=pos_full,
+                next_position=next_full,
+                kept_tokens=patch_valid.long().sum(-1),
+                total_tokens=N,
+            )
+
+        pc = self.config.pruning
+        r = self.pruner(patches, patch_valid, lang, lang_mask, step=step)
+        # train: r.patches (B, N, D), r.index (B, N); eval: (B, K, D), (B, K)
+        kept = r.patches.to(patches.dtype)
+        if not self.training and pc.trim_prompt_padding:
+            # Drop padded prompt slots: the batch keeps up to its longest valid prompt.
+            L = int(_valid_extent(lang_mask).max().item()) if B else L
+            lang, lang_mask = lang[:, :L], lang_mask[:, :L]
+        pad = torch.cat([r.valid, lang_mask], dim=1)  # (B, K + L)
+        if pc.position_ids == "openpi":
+            patch_pos = pos_full[:, :N].gather(1, r.index)
+            lang_pos = pos_full[:, N : N + L]
+            next_pos = next_full
+        elif pc.position_ids == "lightvla":
+            patch_pos = r.index
+            lang_pos = N + torch.arange(L, device=pad.device).expand(B, L)
+            next_pos = torch.full((B,), N + self.config.max_token_len, device=pad.device)
+        else:  # compact
+            lang_pos = None
+        if pc.position_ids == "compact":
+            position_ids = torch.cumsum(pad.long(), dim=1) - 1
+            next_pos = pad.long().sum(-1)
+        else:
+            position_ids = torch.cat([patch_pos, lang_pos], dim=1)
+        return Prefix(
+            embs=torch.cat([kept, lang.to(kept.dtype)], dim=1),
+            pad_masks=pad,
+            att_masks=torch.zeros_like(pad),
+            position_ids=position_ids,
+            next_position=next_pos,
+            kept_tokens=r.kept_tokens,
+            total_tokens=N,
+            metrics=r.metrics,
+        )
+
+    # -- 3. suffix ---------------------------------------------------------------------
+
+    def embed_suffix(self, x_t: Tensor, time: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """π0.5 suffix: H action tokens; time enters only through adaRMS.
+
+        x_t (B, H, A), time (B,) -> embs (B, H, E), pad (B, H), att (B, H) float
+        ([1, 0, 0, ...]: the action block sees the prefix, the prefix never sees it),
+        adarms_cond (B, E).
+        """
+        action_emb = self.action_in_proj(x_t.to(self.action_in_proj.weight.dtype))
+        t_emb = sinusoidal_time_embedding(time, self.action_in_proj.out_features)
+        t_emb = t_emb.to(self.time_mlp_in.weight.dtype)
+        cond = F.silu(self.time_mlp_out(F.silu(self.time_mlp_in(t_emb))))  # (B, E)
+        B, H = x_t.shape[:2]
+        pad = torch.ones(B, H, dtype=torch.bool, device=x_t.device)
+        att = torch.zeros(B, H, dtype=torch.float32, device=x_t.device)
+        att[:, 0] = 1.0
+        return action_emb, pad, att, cond
+
+    # -- 4. joint attention ------------------------------------------------------------
+
+    def joint_layer(
+        self,
+        i: int,
+        xs: list[Tensor | None],
+        conds: list[Tensor | None],
+        mask: Tensor,
+        position_ids: Tensor,
+        past_kv: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[list[Tensor | None], tuple[Tensor, Tensor]]:
+        """One layer over the streams present in `xs` ([prefix, suffix]; None = absent).
+
+        Each stream projects Q/K/V with its own weights; the streams are concatenated
+        along the sequence for ONE attention (PaliGemma's scale and RoPE), then split
+        back (openpi gemma_pytorch `compute_layer_complete`). `past_kv` holds cached
+        prefix K/V that the suffix reads (never extended). Returns the new hidden states
+        and this call's K/V (for caching).
+        """
+        layers = [self.llm.layers[i], self.expert.layers[i]]
+        hs, gates, qs, ks, vs = [], [], [], [], []
+        for x, cond, layer in zip(xs, conds, layers):
+            if x is None:
+                continue
+            h, gate = layer.input_layernorm(x, cond)
+            q, k, v = layer.self_attn.qkv(h)
+            hs.append((x, layer))
+            gates.append(gate)
+            qs.append(q), ks.append(k), vs.append(v)
+        q, k, v = torch.cat(qs, dim=2), torch.cat(ks, dim=2), torch.cat(vs, dim=2)
+        head_dim = q.shape[-1]
+        cos, sin = rope_cos_sin(position_ids, head_dim, self.config.paligemma.rope_theta)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        new_kv = (k, v)
+        if past_kv is not None:
+            k, v = torch.cat([past_kv[0], k], dim=2), torch.cat([past_kv[1], v], dim=2)
+        att = eager_attention(q, k, v, mask, scale=head_dim**-0.5)  # (B, S, h*hd)
+        outs: list[Tensor | None] = []
+        start = 0
+        for (x, layer), gate in zip(hs, gates):
+            end = start + x.shape[1]
+            o = layer.self_attn.o_proj(att[:, start:end].to(layer.self_attn.o_proj.weight.dtype))
+            y = gated_residual(x, o, gate)
+            cond = conds[0] if layer is layers[0] else conds[1]
+            h, gate2 = layer.post_attention_layernorm(y, cond)
+            outs.append(gated_residual(y, layer.mlp(h), gate2))
+            start = end
+        it = iter(outs)
+        return [None if x is None else next(it) for x in xs], new_kv
+
+    def run_layers(
+        self,
+        xs: list[Tensor | None],
+        conds: list[Tensor | None],
+        mask: Tensor,
+        position_ids: Tensor,
+        cache: KVCache | None = None,
+        keep_kv: bool = False,
+    ) -> tuple[list[Tensor | None], KVCache]:
+        new_cache: KVCache = []
+        for i in range(self.config.paligemma.depth):
+            past = cache[i] if cache is not None else None
+            if self.gradient_checkpointing and self.training:
+                xs, kv = checkpoint(
+                    self.joint_layer, i, xs, conds, mask, position_ids, past, use_reentrant=False
+                )
+            else:
+                xs, kv = self.joint_layer(i, xs, conds, mask, position_ids, past)
+            if keep_kv:
+                new_cache.append(kv)
+        return xs, new_cache
+
+    # -- 5. flow matching --------------------------------------------------------------
+
+    def sample_noise(self, shape: tuple[int, ...], device: torch.device) -> Tensor:
+        return torch.randn(shape, dtype=torch.float32, device=device)
+
+    def sample_time(self, batch: int, device: torch.device) -> Tensor:
+        """openpi: t ~ Beta(1.5, 1) * 0.999 + 0.001 (more weight near t = 1, pure noise)."""
+        beta = torch.distributions.Beta(
+            torch.tensor(1.5, device=device), torch.tensor(1.0, device=device)
+        )
+        return beta.sample((batch,)).float() * 0.999 + 0.001
+
+    def forward(
+        self,
+        observation: Observation,
+        actions: Tensor,
+        noise: Tensor | None = None,
+        time: Tensor | None = None,
+        *,
+        step: int | None = None,
+    ) -> LossOutput:
+        """Flow-matching loss (openpi `PI0Pytorch.forward`). actions (B, H, A).
+
+        `step` is the global training step; the pruner's noise schedule reads it.
+        """
+        if noise is None:
+            noise = self.sample_noise(actions.shape, actions.device)
+        if time is None:
+            time = self.sample_time(actions.shape[0], actions.device)
+        t = time[:, None, None]
+        x_t = t * noise + (1 - t) * actions  # (B, H, A)
+        u_t = noise - actions
+
+        prefix = self.embed_prefix(observation, step=step)
+        suffix, s_pad, s_att, cond = self.embed_suffix(x_t, time)
+        dtype = self.compute_dtype
+        pad = torch.cat([prefix.pad_masks, s_pad], dim=1)
+        att = torch.cat([prefix.att_masks.float(), s_att], dim=1)
+        mask = make_att_2d_masks(pad, att)  # (B, S, S)
+        s_pos = prefix.next_position[:, None] + torch.cumsum(s_pad.long(), dim=1) - 1
+        position_ids = torch.cat([prefix.position_ids, s_pos], dim=1)
+        (_, out), _ = self.run_layers(
+            [prefix.embs.to(dtype), suffix.to(dtype)], [None, cond], mask, position_ids
+        )
+        H = self.config.action_horizon
+        out, _ = self.expert.norm(out[:, -H:], cond)
+        v_t = self.action_out_proj(out.to(torch.float32))  # (B, H, A)
+        loss = F.mse_loss(u_t, v_t, reduction="none")
+        return LossOutput(loss, v_t, x_t, position_ids, prefix, prefix.metrics)
+
+    def compute_loss(
+        self,
+        observation: Observation,
+        actions: Tensor,
+        noise: Tensor | None = None,
+        time: Tensor | None = None,
+    ) -> Tensor:
+        """Per-element MSE (B, H, action_dim), as openpi's `forward` returns it."""
+        return self.forward(observation, actions, noise, time).loss
+
+    @torch.no_grad()
+    def prefill(self, prefix: Prefix) -> KVCache:
+        """Run the prefix once through PaliGemma; keep its K/V for every denoise step."""
+        mask = make_att_2d_masks(prefix.pad_masks, prefix.att_masks)
+        _, cache = self.run_layers(
+            [prefix.embs.to(self.compute_dtype), None],
+            [None, None],
+            mask,
+            prefix.position_ids,
+            keep_kv=True,
+        )
+        return cache
+
+    @torch.no_grad()
+    def denoise_step(self, prefix: Prefix, cache: KVCache, x_t: Tensor, time: Tensor) -> Tensor:
+        """One suffix-only pass reading the cached prefix K/V. -> v_t (B, H, A)."""
+        suffix, s_pad, s_att, cond = self.embed_suffix(x_t, time)
+        B, H = s_pad.shape
+        prefix_2d = prefix.pad_masks[:, None, :].expand(B, H, prefix.pad_masks.shape[1])
+        mask = torch.cat([prefix_2d, make_att_2d_masks(s_pad, s_att)], dim=2)  # (B, H, S_p+H)
+        position_ids = prefix.next_position[:, None] + torch.cumsum(s_pad.long(), dim=1) - 1
+        (_, out), _ = self.run_layers(
+            [None, suffix.to(self.compute_dtype)], [None, cond], mask, position_ids, cache
+        )
+        out, _ = self.expert.norm(out[:, -H:], cond)
+        return self.action_out_proj(out.to(torch.float32))
+
+    @torch.no_grad()
+    def sample(
+        self,
+        observation: Observation,
+        noise: Tensor | None = None,
+        num_steps: int = 10,
+        *,
+        prune: bool | None = None,
+        on_step: Callable[[Tensor, Tensor], None] | None = None,
+    ) -> SampleOutput:
+        """Euler integration of the flow from t = 1 (noise) to t = 0 (actions).
+
+        Time accumulates in fp32 exactly as openpi does (the last t is 0.09999993).
+        `on_step(time, v_t)` sees every denoise step (used by the parity tests).
+        """
+        if num_steps <= 0:
+            raise ValueError(f"num_steps must be positive, got {num_steps}")
+        B = observation.batch_size
+        device = observation.tokenized_prompt.device
+        cfg = self.config
+        if noise is None:
+            noise = self.sample_noise((B, cfg.action_horizon, cfg.action_dim), device)
+        prefix = self.embed_prefix(observation, prune=prune)
+        cache = self.prefill(prefix)
+        dt = torch.tensor(-1.0 / num_steps, dtype=torch.float32, device=device)
+        time = torch.tensor(1.0, dtype=torch.float32, device=device)
+        x_t = noise
+        while time >= -dt / 2:
+            t = time.expand(B)
+            v_t = self.denoise_step(prefix, cache, x_t, t)
+            if on_step is not None:
+                on_step(t, v_t)
+            x_t = x_t + dt * v_t
+            time = time + dt
+        return SampleOutput(
+            actions=x_t,
+            kept_tokens=prefix.kept_tokens,
+            total_tokens=prefix.total_tokens,
+            prefix_len=prefix.embs.shape[1],
+            metrics=prefix.metrics,
+        )
+
+    def sample_actions(
+        self, observation: Observation, noise: Tensor | None = None, num_steps: int = 10
+    ) -> Tensor:
+        """openpi's `sample_actions`: (B, H, action_dim)."""
+        return self.sample(observation, noise, num_steps).actions
+
+
+def _valid_extent(mask: Tensor) -> Tensor:
+    """(B, L) bool -> (B,) index after the last True (0 when none)."""
+    L = mask.shape[1]
+    idx = torch.arange(1, L + 1, device=mask.device)
+    return (mask.long() * idx).max(dim=1).values
+
+
+def _to_nchw(img: Tensor, size: int, camera: str) -> Tensor:
+    """Accept (B, 3, H, W) or (B, H, W, 3), float in [-1, 1] or uint8 (openpi rule)."""
+    if img.ndim != 4:
+        raise ValueError(f"images[{camera!r}] must be 4-D, got shape {tuple(img.shape)}")
+    if img.shape[1] != 3 and img.shape[-1] == 3:
+        img = img.permute(0, 3, 1, 2)
+    if img.dtype == torch.uint8:
+        img = img.float() / 255.0 * 2.0 - 1.0
+    if tuple(img.shape[1:]) != (3, size, size):
+        raise ValueError(
+            f"images[{camera!r}] must be (B, 3, {size}, {size}) or (B, {size}, {size}, 3) "
+            f"(vision.image_size={size}; resize in the policy transforms), "
+            f"got {tuple(img.shape)}"
+        )
+    return img

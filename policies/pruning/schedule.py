@@ -1,0 +1,99 @@
+"""Noise schedules for the pruner's training-time exploration noise.
+
+LightVLA (`TokenPruner`, prismatic/extern/hf/modeling_prismatic.py) adds `U[0,1) * scale`
+to the scores before the argmax, with `scale = 1 - step / max_steps` set every step
+(references.md §2). problem.md §4 proposes (b) bringing the noise and the score's
+top1-top2 gap to the same order ("gap" below) and (d) comparing none / constant / linear.
+
+    sched = make_schedule(NoiseScheduleConfig(kind="linear", scale=1.0, total_steps=100))
+    sched.scale(50)  # 0.5
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from policies.pruning.config import NoiseScheduleConfig
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """`scale(step, score_gap=...)` -> noise scale at a global training step."""
+
+    cfg: NoiseScheduleConfig
+
+    def scale(self, step: int, *, score_gap: float | None = None) -> float:
+        if step < 0:
+            raise ValueError(f"noise schedule step must be >= 0, got {step}")
+        return float(self._scale(int(step), score_gap))
+
+    def _progress(self, step: int) -> float:
+        """Fraction of the decay done, in [0, 1] (held at 1 after total_steps)."""
+        return min(step, self.cfg.total_steps) / self.cfg.total_steps
+
+    def _scale(self, step: int, score_gap: float | None) -> float:
+        raise NotImplementedError
+
+
+class NoNoise(NoiseSchedule):
+    """No exploration noise (the paper's "no noise" ablation)."""
+
+    def _scale(self, step: int, score_gap: float | None) -> float:
+        return 0.0
+
+
+class ConstantNoise(NoiseSchedule):
+    """`scale` at every step (the paper's "constant noise" ablation)."""
+
+    def _scale(self, step: int, score_gap: float | None) -> float:
+        return self.cfg.scale
+
+
+class LinearNoise(NoiseSchedule):
+    """LightVLA: `scale * (1 - step / total_steps)`, generalised to end at `final_scale`."""
+
+    def _scale(self, step: int, score_gap: float | None) -> float:
+        c = self.cfg
+        return c.final_scale + (c.scale - c.final_scale) * (1.0 - self._progress(step))
+
+
+class CosineNoise(NoiseSchedule):
+    """Half cosine from `scale` (step 0) to `final_scale` (step >= total_steps)."""
+
+    def _scale(self, step: int, score_gap: float | None) -> float:
+        c = self.cfg
+        w = 0.5 * (1.0 + math.cos(math.pi * self._progress(step)))
+        return c.final_scale + (c.scale - c.final_scale) * w
+
+
+class GapNoise(LinearNoise):
+    """Linear decay in units of the score's mean top1-top2 gap (problem.md §4 (b)).
+
+    U[0,1) * s flips a row's argmax between its top two patches only if s exceeds their
+    gap; LightVLA's scale 1 against a gap of ~0.04 (problem.md §4) is 25 gaps, i.e. pure
+    random exploration. Here `scale` = how many gaps of noise at step 0. The pruner passes
+    the current batch's deterministic gap (`prune/score_top1_gap_det_mean`).
+    """
+
+    def _scale(self, step: int, score_gap: float | None) -> float:
+        if score_gap is None:
+            raise ValueError("noise schedule kind 'gap' needs score_gap, got None")
+        if not math.isfinite(score_gap) or score_gap < 0:
+            raise ValueError(f"score_gap must be finite and >= 0, got {score_gap}")
+        return super()._scale(step, None) * score_gap
+
+
+_KINDS: dict[str, type[NoiseSchedule]] = {
+    "none": NoNoise,
+    "constant": ConstantNoise,
+    "linear": LinearNoise,
+    "cosine": CosineNoise,
+    "gap": GapNoise,
+}
+
+
+def make_schedule(cfg: NoiseScheduleConfig) -> NoiseSchedule:
+    """Build the schedule named by `cfg.kind` (validated first)."""
+    cfg.validate()
+    return _KINDS[cfg.kind](cfg)

@@ -1,0 +1,179 @@
+"""Score functions: (patches, task) -> S (B, N, N), S[b, i, j] = how much query row i wants
+patch j. Every scorer computes in fp32 with autocast off and returns the normalised
+tensors for telemetry.
+
+Faithful scorer ("lightvla"), LightVLA `TokenPruner` in prismatic/extern/hf/
+modeling_prismatic.py (references.md §2):
+
+    P = rms(patches), T = rms(task)          parameter-free RMSNorm, fp32, eps 1e-6
+    Q = rms(softmax(P T^T / sqrt(D)) T)      one head over the full width, no projections
+    S = Q P^T / sqrt(D)                      = sqrt(D) * cos(q_i, p_j)
+
+Differences from LightVLA, on purpose: the patch->task attention masks prompt padding
+(problem.md §2.2; LightVLA attends to everything after the patches) and padded task
+embeddings are zeroed first, so their values cannot reach the scores at all.
+
+Why it collapses (collapse-notes.md, reproduced by policies/pruning/synthetic.py): when all
+patches share one dominant direction, the attention logits P T^T differ between patches
+only through the small per-token spread, so every patch reads (almost) the same mix of
+task tokens and every query row is (almost) the same vector -- worse, the values T share
+their own dominant direction. Then every score row ranks the patches by their projection
+on that one direction and all rows vote for the same one or two winners: the union of
+row argmaxes is 1-3 of 768 patches, `prune/queries_std_mean` is ~0.002-0.009 and
+`prune/argmax_top1_share_mean` is high. The variants below attack that mechanism:
+
+- "no_query_norm": drops the second RMSNorm. It rescales each row of S by a positive
+  number, so the row argmax -- hence the eval kept set -- cannot change; it only changes
+  how sharp the training softmax is (kept as the control of problem.md §4 (a)).
+- "temperature": divides the attention logits by `temperature`, making each patch's
+  attention sharper; it barely helps because the logits' spread is the problem, not
+  their scale, and the values still share one direction.
+- "residual": Q = rms(ctx) + a * P, a patch-aware query: row i now also prefers patches
+  similar to patch i, so rows differ; `a` trades diversity against selectivity.
+- "lowrank": learnable queries -- the attention logits get a learnable rank-r bilinear
+  term (P Wq)(T Wk)^T / sqrt(r) (Wq on patches, Wk on the task), and the query keeps the
+  patch residual of "residual" so rows differ from the first step; Wq, Wk ~ N(0, 1/D).
+- "centered": patches and task tokens centred over their valid tokens before the norm,
+  which removes the shared direction outright (on random data: every patch votes for
+  itself, i.e. nothing is pruned; a diagnostic, not a cure).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from policies.pruning.config import PrunerConfig
+
+RMS_EPS = 1e-6  # LightVLA's parameter-free RMSNorm epsilon
+
+
+def rms_norm(x: Tensor, eps: float = RMS_EPS) -> Tensor:
+    """Parameter-free RMSNorm over the last dim, in fp32 (LightVLA's three norms)."""
+    x = x.float()
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean over dim 1 of the tokens where `mask`: (B, T, D), (B, T) -> (B, 1, D)."""
+    m = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+    return (x * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp_min(1.0)
+
+
+@dataclass
+class Scores:
+    scores: Tensor  # (B, N, N) fp32, unmasked; S[b, i, j]: row i (query of patch i), col j
+    patches: Tensor  # (B, N, D) fp32, normalised patches P (telemetry)
+    task: Tensor  # (B, L, D) fp32, normalised task tokens T, padded slots zero (telemetry)
+    queries: Tensor  # (B, N, D) fp32, the queries Q of the score S = Q P^T / sqrt(D)
+
+
+class Scorer(nn.Module):
+    """The LightVLA score family, parameter-free unless a subclass adds parameters.
+
+    query_norm: RMSNorm on the attention output (LightVLA: True).
+    temperature: divides the patch->task attention logits (LightVLA: 1).
+    alpha: weight of the patch residual in the query, Q = norm(ctx) + alpha * P (LightVLA: 0).
+    center: centre patches / task over their valid tokens before the norm (LightVLA: no).
+    """
+
+    def __init__(
+        self,
+        width: int,
+        *,
+        query_norm: bool = True,
+        temperature: float = 1.0,
+        alpha: float = 0.0,
+        center: bool = False,
+    ):
+        super().__init__()
+        self.width = width
+        self.query_norm = query_norm
+        self.temperature = temperature
+        self.alpha = alpha
+        self.center = center
+
+    def extra_logits(self, P: Tensor, T: Tensor) -> Tensor | None:
+        """Learnable addition to the attention logits (B, N, L); None = none."""
+        return None
+
+    def forward(self, patches: Tensor, patch_valid: Tensor, task: Tensor, task_mask: Tensor) -> Scores:
+        with torch.autocast(device_type=patches.device.type, enabled=False):
+            return self._forward(patches, patch_valid, task, task_mask)
+
+    def _forward(self, patches: Tensor, patch_valid: Tensor, task: Tensor, task_mask: Tensor) -> Scores:
+        D = patches.shape[-1]
+        p = patches.float()  # (B, N, D)
+        # Padded prompt slots are zeroed before anything reads them (problem.md §2.2).
+        t = torch.where(task_mask.unsqueeze(-1), task.float(), 0.0)  # (B, L, D)
+        if self.center:
+            p = p - masked_mean(p, patch_valid)
+            t = torch.where(task_mask.unsqueeze(-1), t - masked_mean(t, task_mask), 0.0)
+        P = rms_norm(p)  # (B, N, D)
+        T = rms_norm(t)  # (B, L, D); rms(0) = 0 in padded slots
+
+        # Patch -> task cross-attention, key-padding mask from task_mask. Masked logits get
+        # the most negative float (not -inf): exp underflows to exactly 0, and a prompt
+        # with no valid token gives a zero context instead of NaN.
+        logits = (P @ T.transpose(1, 2)) / math.sqrt(D)  # (B, N, L)
+        extra = self.extra_logits(P, T)
+        if extra is not None:
+            logits = logits + extra
+        logits = logits / self.temperature
+        logits = logits.masked_fill(~task_mask.unsqueeze(1), torch.finfo(logits.dtype).min)
+        attn = torch.softmax(logits, dim=-1)  # (B, N, L)
+        ctx = attn @ T  # (B, N, D); padded rows of T are zero
+        Q = rms_norm(ctx) if self.query_norm else ctx  # (B, N, D)
+        if self.alpha:
+            Q = Q + self.alpha * P
+        S = (Q @ P.transpose(1, 2)) / math.sqrt(D)  # (B, N, N)
+        return Scores(scores=S, patches=P, task=T, queries=Q)
+
+
+class LowRankScorer(Scorer):
+    """Learnable queries: attention logits += (P Wq)(T Wk)^T / sqrt(r), plus the residual.
+
+    Wq (D, r) projects the patches, Wk (D, r) the task tokens. Both start as N(0, 1/D)
+    (so the extra logits are O(1) and differ per patch) and receive gradients through the
+    straight-through soft path of the selection (S -> Q -> attention -> Wq, Wk).
+    """
+
+    def __init__(self, width: int, rank: int, alpha: float):
+        super().__init__(width, alpha=alpha)
+        if rank > width:
+            raise ValueError(f"pruning.lowrank_rank must be <= width {width}, got {rank}")
+        self.rank = rank
+        self.wq = nn.Parameter(torch.empty(width, rank))
+        self.wk = nn.Parameter(torch.empty(width, rank))
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        std = self.width**-0.5
+        with torch.no_grad():
+            self.wq.normal_(0.0, std, generator=generator)
+            self.wk.normal_(0.0, std, generator=generator)
+
+    def extra_logits(self, P: Tensor, T: Tensor) -> Tensor:
+        pq = P @ self.wq.float()  # (B, N, r)
+        tk = T @ self.wk.float()  # (B, L, r)
+        return (pq @ tk.transpose(1, 2)) / math.sqrt(self.rank)  # (B, N, L)
+
+
+def build_scorer(cfg: PrunerConfig, width: int) -> Scorer:
+    """The scorer named by `cfg.scorer` for patch/task width `width`."""
+    if cfg.scorer == "lightvla":
+        return Scorer(width)
+    if cfg.scorer == "no_query_norm":
+        return Scorer(width, query_norm=False)
+    if cfg.scorer == "temperature":
+        return Scorer(width, temperature=cfg.temperature)
+    if cfg.scorer == "residual":
+        return Scorer(width, alpha=cfg.residual_alpha)
+    if cfg.scorer == "lowrank":
+        return LowRankScorer(width, cfg.lowrank_rank, cfg.residual_alpha)
+    if cfg.scorer == "centered":
+        return Scorer(width, center=True)
+    raise ValueError(f"pruning.scorer must be one of the known scorers, got {cfg.scorer!r}")

@@ -1,0 +1,51 @@
+"""Process-wide environment defaults that keep Ray on loopback and wandb offline.
+
+Imported by every entry point before Ray, MuJoCo or wandb are imported (DEVELOPERS.md
+machine facts): Ray binds the machine's eth0 address unless told otherwise, and the
+default health-check interval makes every Train report wait 2 s.
+"""
+
+from __future__ import annotations
+
+import os
+
+DEFAULTS = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "MUJOCO_GL": "egl",
+    "WANDB_MODE": "offline",
+    "WANDB_SILENT": "true",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+RAY_OBJECT_STORE_BYTES = 512 * 1024**2
+
+
+def apply_defaults() -> None:
+    for k, v in DEFAULTS.items():
+        os.environ.setdefault(k, v)
+
+
+def init_local_ray(num_cpus: int = 2) -> bool:
+    """Start an embedded local Ray on 127.0.0.1 unless one is already connected.
+
+    Returns True when this call started Ray (the caller then owns its shutdown).
+    """
+    apply_defaults()
+    import ray
+
+    if ray.is_initialized():
+        return False
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        object_store_memory=RAY_OBJECT_STORE_BYTES,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=True,
+        configure_logging=False,
+    )
+    return True
+
+
+apply_defaults()

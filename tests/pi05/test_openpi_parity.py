@@ -1,0 +1,163 @@
+"""Numeric parity with the real openpi `PI0Pytorch` (pi05) on a stored fixture.
+
+The fixture folder comes from `PRUNEPI_OPENPI_FIXTURE` (default:
+../shared/fixtures/openpi_pi05_tiny_a) and every size from its config.json, so any fixture
+of that format (other sizes, batch, horizon, camera masks, prompt lengths) is checked the
+same way. Tolerances come from the fixture's `suggested_tolerance`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from policies.pi05.checkpoint import load_openpi_weights
+from policies.pi05.config import from_openpi_fixture_config
+from policies.pi05.model import Observation, Pi05Model
+
+pytestmark = pytest.mark.openpi_parity
+
+DEFAULT = Path(__file__).resolve().parents[3] / "shared/fixtures/openpi_pi05_tiny_a"
+FIXTURE = Path(os.environ.get("PRUNEPI_OPENPI_FIXTURE", DEFAULT))
+
+
+@pytest.fixture(scope="module")
+def fx():
+    if not (FIXTURE / "config.json").is_file():
+        pytest.fail(f"openpi fixture not found at {FIXTURE} (set PRUNEPI_OPENPI_FIXTURE)")
+    meta = json.loads((FIXTURE / "config.json").read_text())
+    torch.manual_seed(0)
+    model = Pi05Model(from_openpi_fixture_config(meta)).eval()
+    load_openpi_weights(model, FIXTURE / "model.safetensors")
+    inputs = load_file(FIXTURE / "inputs.safetensors")
+    outputs = load_file(FIXTURE / "outputs.safetensors")
+    return meta, model, inputs, outputs
+
+
+def make_obs(meta, inputs) -> Observation:
+    cams = meta["camera_names"]
+    return Observation(
+        images={c: inputs[f"image.{c}"] for c in cams},
+        image_masks={c: inputs[f"image_mask.{c}"] for c in cams},
+        state=inputs["state"],
+        tokenized_prompt=inputs["tokenized_prompt"],
+        tokenized_prompt_mask=inputs["tokenized_prompt_mask"],
+    )
+
+
+def tol(meta, name: str) -> float:
+    return float(meta["suggested_tolerance"][name])
+
+
+def assert_close(meta, name, ours, ref, tolerance=None):
+    assert ours.shape == ref.shape, f"{name}: shape {tuple(ours.shape)} != {tuple(ref.shape)}"
+    err = (ours.double() - ref.double()).abs().max().item()
+    limit = tol(meta, name) if tolerance is None else tolerance
+    assert err <= limit, f"{name}: max |diff| {err:.3g} > {limit:g}"
+
+
+@pytest.fixture(scope="module")
+def loss_pass(fx):
+    meta, model, inputs, _ = fx
+    with torch.no_grad():
+        return model.forward(
+            make_obs(meta, inputs), inputs["actions"], inputs["noise"], inputs["time"]
+        )
+
+
+def test_prefix_matches(fx):
+    meta, model, inputs, out = fx
+    with torch.no_grad():
+        prefix = model.embed_prefix(make_obs(meta, inputs))
+    assert torch.equal(prefix.pad_masks, out["prefix_pad_masks"])
+    assert torch.equal(prefix.att_masks, out["prefix_att_masks"])
+    assert_close(meta, "prefix_embs", prefix.embs, out["prefix_embs"])
+
+
+def test_suffix_matches(fx, loss_pass):
+    meta, model, inputs, out = fx
+    with torch.no_grad():
+        embs, pad, att, cond = model.embed_suffix(out["x_t"], inputs["time"])
+    assert torch.equal(pad, out["suffix_pad_masks"])
+    assert att.dtype == out["suffix_att_masks"].dtype
+    assert torch.equal(att, out["suffix_att_masks"])
+    assert_close(meta, "suffix_embs", embs, out["suffix_embs"])
+    assert_close(meta, "adarms_cond", cond, out["adarms_cond"])
+
+
+def test_loss_path_matches(fx, loss_pass):
+    meta, _, _, out = fx
+    assert torch.equal(loss_pass.position_ids, out["position_ids"])
+    assert_close(meta, "x_t", loss_pass.x_t, out["x_t"], tolerance=1e-6)
+    assert_close(meta, "v_t", loss_pass.v_t, out["v_t"])
+    assert_close(meta, "loss", loss_pass.loss, out["loss"])
+
+
+def test_compute_loss_is_per_element(fx):
+    meta, model, inputs, out = fx
+    with torch.no_grad():
+        loss = model.compute_loss(
+            make_obs(meta, inputs), inputs["actions"], inputs["noise"], inputs["time"]
+        )
+    assert loss.shape == out["loss"].shape  # [B, H, action_dim], not reduced
+    assert_close(meta, "loss", loss, out["loss"])
+
+
+def test_sample_actions_matches(fx):
+    meta, model, inputs, out = fx
+    times, vs = [], []
+    res = model.sample(
+        make_obs(meta, inputs),
+        inputs["noise"],
+        num_steps=meta["num_steps"],
+        on_step=lambda t, v: (times.append(t[0].clone()), vs.append(v.clone())),
+    )
+    assert_close(meta, "denoise_times", torch.stack(times), out["denoise_times"], 1e-6)
+    assert_close(meta, "denoise_v_t", torch.stack(vs), out["denoise_v_t"])
+    assert_close(meta, "sample_actions", res.actions, out["sample_actions"])
+    actions = model.sample_actions(make_obs(meta, inputs), inputs["noise"], meta["num_steps"])
+    assert torch.equal(actions, res.actions)
+
+
+def test_tight_tier_cpu_fp32(fx, loss_pass):
+    """The optional tighter level (catches the erf-vs-tanh GELU mistake in Gemma)."""
+    meta, model, inputs, out = fx
+    tight = meta["suggested_tolerance"].get(
+        "tight_tier_cpu_fp32 (optional; catches erf-vs-tanh GELU in the Gemma MLPs)"
+    )
+    if tight is None:
+        pytest.skip("fixture has no tight tier")
+    actions = model.sample_actions(make_obs(meta, inputs), inputs["noise"], meta["num_steps"])
+    assert_close(meta, "sample_actions", actions, out["sample_actions"], tight["sample_actions"])
+    assert_close(meta, "v_t", loss_pass.v_t, out["v_t"], tight["v_t"])
+    assert_close(meta, "loss", loss_pass.loss, out["loss"], tight["loss"])
+
+
+def test_masked_camera_pixels_do_not_matter(fx):
+    """Changing a masked camera's pixels leaves actions and loss bitwise unchanged."""
+    meta, model, inputs, _ = fx
+    obs = make_obs(meta, inputs)
+    masked = [c for c in meta["camera_names"] if not bool(inputs[f"image_mask.{c}"].all())]
+    if not masked:
+        pytest.skip("fixture masks no camera")
+    g = torch.Generator().manual_seed(5)
+    images = dict(obs.images)
+    for c in masked:
+        images[c] = torch.rand(images[c].shape, generator=g) * 2 - 1
+    obs2 = Observation(
+        images, obs.image_masks, obs.state, obs.tokenized_prompt, obs.tokenized_prompt_mask
+    )
+    a1 = model.sample_actions(obs, inputs["noise"])
+    a2 = model.sample_actions(obs2, inputs["noise"])
+    # Only samples whose camera is masked are guaranteed unchanged.
+    rows = torch.stack([~inputs[f"image_mask.{c}"] for c in masked]).all(0)
+    assert torch.equal(a1[rows], a2[rows])
+    with torch.no_grad():
+        l1 = model.compute_loss(obs, inputs["actions"], inputs["noise"], inputs["time"])
+        l2 = model.compute_loss(obs2, inputs["actions"], inputs["noise"], inputs["time"])
+    assert torch.equal(l1[rows], l2[rows])
