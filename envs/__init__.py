@@ -1,0 +1,28 @@
+"""LIBERO-style MuJoCo tabletop suites (spatial / object / goal / long) with openpi's LIBERO
+observation keys, scripted experts, demo collection on Ray into the LeRobot v2.1 layout, and a
+reader for that layout.
+
+Importing the package registers the gymnasium ids `prunepi/<suite>-<task_id>`.
+"""
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must precede `import mujoco`
+
+from envs.registration import make, register_all  # noqa: E402
+from envs.suites import MAX_STEPS, SUITES, all_env_ids, get_task  # noqa: E402
+from envs.tasks import Goal, SpatialRef, TaskSpec  # noqa: E402
+
+register_all()
+
+__all__ = [
+    "MAX_STEPS",
+    "SUITES",
+    "Goal",
+    "SpatialRef",
+    "TaskSpec",
+    "all_env_ids",
+    "get_task",
+    "make",
+    "register_all",
+]

@@ -26,7 +26,7 @@ size (LightVLA's only at 1); budgets, buckets and min_keep are ours (problem.md 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -56,7 +56,6 @@ class PruneResult:
     metrics: dict[str, float]  # METRIC_NAMES -> value ({} when cfg.telemetry is False)
     keep_mask: Tensor | None = None  # (B, N) bool: eval kept / train distinct selected patches
     noise_scale: float = 0.0  # noise scale used for this call (0 in eval)
-    extras: dict[str, Tensor] = field(default_factory=dict)  # reserved for callers' debugging
 
 
 class TokenPruner(nn.Module):
@@ -111,7 +110,9 @@ class TokenPruner(nn.Module):
         out = straight_through(patches, scores_n, index, patch_valid)  # (B, N, D)
         selected = count_votes(index, patch_valid) > 0  # (B, N) distinct selected patches
         n_sel = selected.sum(1)  # (B,)
-        metrics = self._metrics(sc, scores_m, patch_valid, task_mask, det, noisy, n_sel, noise_scale)
+        metrics = self._metrics(
+            sc, scores_m, patch_valid, task_mask, det, noisy, n_sel, noise_scale
+        )
         return PruneResult(out, index, patch_valid, n_sel, metrics, selected, noise_scale)
 
     # -- helpers -------------------------------------------------------------------------
@@ -161,7 +162,9 @@ class TokenPruner(nn.Module):
         return f"width={self.width}, scorer={c.scorer}, budget={c.budget}, noise={c.noise.kind}"
 
 
-def straight_through(patches: Tensor, scores_n: Tensor, index: Tensor, patch_valid: Tensor) -> Tensor:
+def straight_through(
+    patches: Tensor, scores_n: Tensor, index: Tensor, patch_valid: Tensor
+) -> Tensor:
     """(hard + soft - soft.detach()) @ patches without forming W (LightVLA train path).
 
     Value: exactly patches[index] (the hard one-hot rows). Gradient: to the patches through

@@ -100,11 +100,15 @@ class Scorer(nn.Module):
         """Learnable addition to the attention logits (B, N, L); None = none."""
         return None
 
-    def forward(self, patches: Tensor, patch_valid: Tensor, task: Tensor, task_mask: Tensor) -> Scores:
+    def forward(
+        self, patches: Tensor, patch_valid: Tensor, task: Tensor, task_mask: Tensor
+    ) -> Scores:
         with torch.autocast(device_type=patches.device.type, enabled=False):
             return self._forward(patches, patch_valid, task, task_mask)
 
-    def _forward(self, patches: Tensor, patch_valid: Tensor, task: Tensor, task_mask: Tensor) -> Scores:
+    def _forward(
+        self, patches: Tensor, patch_valid: Tensor, task: Tensor, task_mask: Tensor
+    ) -> Scores:
         D = patches.shape[-1]
         p = patches.float()  # (B, N, D)
         # Padded prompt slots are zeroed before anything reads them (problem.md §2.2).

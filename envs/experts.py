@@ -1,0 +1,230 @@
+"""Scripted experts: privileged-state pick-and-place controllers for every task.
+
+They read object poses straight from MuJoCo (what LIBERO's human demonstrators saw through
+their own eyes) and emit the same 7-D delta actions a policy must, so their episodes are
+valid training demonstrations. One sub-goal is a fixed sequence of phases:
+
+    approach -> descend -> close -> lift -> carry -> lower -> release -> retreat
+
+with phase changes on reaching a waypoint (or on a timeout, so the expert never stalls). A
+dropped object sends the expert back to `approach` for that sub-goal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from envs import rotations as rot
+from envs.objects import PLATE_HALF, BOWL_BOTTOM_HALF, ObjectSpec
+from envs.scene import FINGER_Z_LOW
+from envs.tabletop_env import POS_SCALE, ROT_SCALE, TabletopEnv
+from envs.tasks import Goal
+
+Z_SAFE = 0.16  # grip-point height for moving around (m): a held object clears the bowl rim
+PAD_CLEARANCE = 0.004  # finger pads stay this far above the table when grasping (m)
+DROP_HEIGHT = 0.012  # released this far above the surface it lands on (m)
+BOWL_SLOT = 0.026  # sideways offset when two objects share the bowl (m)
+PHASES = ("approach", "descend", "close", "lift", "carry", "lower", "release", "retreat")
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    """Tolerances and timings of the scripted expert."""
+
+    xy_tol: float = 0.006  # m: horizontal error accepted at a waypoint
+    z_tol: float = 0.005  # m: vertical error accepted at a grasp or place height
+    yaw_tol: float = 0.05  # rad: heading error accepted before descending
+    close_steps: int = 5  # steps with the fingers closing before lifting (0.25 s)
+    release_steps: int = 4  # steps with the fingers opening before retreating
+    phase_timeout: int = 40  # steps after which a phase moves on regardless
+
+
+class ScriptedExpert:
+    """`act()` returns the next action for the env it was made for; `reset()` per episode
+    (also done automatically when the env was reset since the last call)."""
+
+    def __init__(self, env: gym.Env, config: ExpertConfig | None = None):
+        base = env.unwrapped
+        if not isinstance(base, TabletopEnv):
+            raise TypeError(f"env: expected a prunepi TabletopEnv, got {type(base).__name__}")
+        self.env: TabletopEnv = base
+        self.config = config or ExpertConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        self._episode = self.env.episode_count
+        self._goal = 0
+        self._phase = 0
+        self._phase_steps = 0
+        self._grasp_xy: np.ndarray | None = None
+        self._hold_offset = 0.0  # held object's centre height minus the grip point's
+
+    @property
+    def phase(self) -> str:
+        return PHASES[self._phase] if self._goal < len(self.env.goals) else "done"
+
+    # --- geometry -------------------------------------------------------------------------------
+    def _obj(self, name: str) -> ObjectSpec:
+        return self.env.task.object(name)
+
+    def _grasp_yaw(self, name: str, gripper_yaw: float) -> float:
+        """Heading that puts the finger-closing axis (gripper y) across the object's
+        narrower horizontal side, nearest to the current heading."""
+        spec = self._obj(name)
+        if spec.kind != "box":
+            return gripper_yaw  # cylinders: any heading works
+        yaw = rot.quat_yaw(self.env.object_pose(name)[1])
+        hx, hy = spec.size[0], spec.size[1]
+        if abs(hx - hy) < 1e-6:
+            return gripper_yaw + rot.wrap_angle(yaw - gripper_yaw, np.pi / 2)
+        closing = yaw + np.pi / 2 if hx < hy else yaw  # align gripper x with the long side
+        return gripper_yaw + rot.wrap_angle(closing - gripper_yaw, np.pi)
+
+    def _grasp_z(self, name: str) -> float:
+        center = self.env.object_pose(name)[0][2]
+        return max(center, PAD_CLEARANCE - FINGER_Z_LOW)
+
+    def _place_target(self, goal: Goal) -> tuple[np.ndarray, float]:
+        """Grip-point xy over the destination and the grip height to release at."""
+        assert isinstance(goal.obj, str)
+        dest_pos, dest_quat = self.env.object_pose(goal.dest)
+        xy = dest_pos[:2].copy()
+        if goal.relation == "in":
+            surface = dest_pos[2] + 2.0 * BOWL_BOTTOM_HALF
+            sharing = [g for g in self.env.goals if g.relation == "in" and g.dest == goal.dest]
+            if len(sharing) > 1:
+                xy[1] += BOWL_SLOT * (2 * sharing.index(goal) - 1)
+        elif goal.relation == "on":
+            surface = dest_pos[2] + PLATE_HALF
+        else:
+            surface = dest_pos[2] + self._obj(goal.dest).half_height
+        bottom = surface + DROP_HEIGHT
+        return xy, bottom + self._obj(goal.obj).half_height - self._hold_offset
+
+    def _carry_yaw(self, goal: Goal, gripper_yaw: float) -> float:
+        """When stacking, turn the held block square to the one below."""
+        if goal.relation != "stack":
+            return gripper_yaw
+        assert isinstance(goal.obj, str)
+        held = rot.quat_yaw(self.env.object_pose(goal.obj)[1])
+        below = rot.quat_yaw(self.env.object_pose(goal.dest)[1])
+        return gripper_yaw + rot.wrap_angle(below - held, np.pi / 2)
+
+    # --- control ----------------------------------------------------------------------------------
+    def _action(self, target: np.ndarray, yaw: float, grip: float) -> np.ndarray:
+        pos, quat = self.env.eef_pose()
+        move = (target - pos) / POS_SCALE
+        norm = float(np.linalg.norm(move))
+        if norm > 1.0:  # keep the direction, cap the speed (straight-line moves)
+            move /= norm
+        turn = np.clip(rot.rotation_error(rot.yaw_quat(yaw), quat) / ROT_SCALE, -1.0, 1.0)
+        return np.concatenate([move, turn, [grip]]).astype(np.float32)
+
+    def _next_phase(self) -> None:
+        self._phase += 1
+        self._phase_steps = 0
+        if self._phase == len(PHASES):
+            self._goal += 1
+            self._phase = 0
+
+    def _restart_goal(self) -> None:
+        self._phase = 0
+        self._phase_steps = 0
+
+    def act(self, obs: Any = None) -> np.ndarray:
+        """Next action. `obs` is accepted for API symmetry with policies; the expert reads
+        privileged state from the simulator instead."""
+        del obs
+        if self.env.episode_count != self._episode:
+            self.reset()
+        for _ in range(len(PHASES) + 1):  # a finished phase hands over within the same step
+            if self._goal >= len(self.env.goals):
+                pos, quat = self.env.eef_pose()
+                return self._action(pos, rot.quat_yaw(quat), -1.0)  # all done: hold, open
+            action = self._phase_action(self.env.goals[self._goal])
+            if action is not None:
+                self._phase_steps += 1
+                return action
+        raise RuntimeError("expert: no phase produced an action")
+
+    def _phase_action(self, goal: Goal) -> np.ndarray | None:
+        """Action for the current phase, or None after advancing to the next phase."""
+        cfg = self.config
+        assert isinstance(goal.obj, str)
+        pos, quat = self.env.eef_pose()
+        yaw = rot.quat_yaw(quat)
+        obj_pos = self.env.object_pose(goal.obj)[0]
+        phase = PHASES[self._phase]
+        timed_out = self._phase_steps >= cfg.phase_timeout
+
+        if phase in ("lift", "carry", "lower") and not self.env.is_held(goal.obj):
+            if obj_pos[2] < pos[2] - self._obj(goal.obj).half_height - 0.03:
+                self._restart_goal()  # dropped it: go again
+                return None
+
+        if phase == "approach":
+            target = np.array([*obj_pos[:2], Z_SAFE])
+            want_yaw = self._grasp_yaw(goal.obj, yaw)
+            xy_ok = np.linalg.norm(target[:2] - pos[:2]) < 2 * cfg.xy_tol
+            if (xy_ok and abs(want_yaw - yaw) < cfg.yaw_tol and abs(pos[2] - Z_SAFE) < 0.03) or (
+                timed_out
+            ):
+                self._next_phase()
+                return None
+            return self._action(target, want_yaw, -1.0)
+        if phase == "descend":
+            target = np.array([*obj_pos[:2], self._grasp_z(goal.obj)])
+            want_yaw = self._grasp_yaw(goal.obj, yaw)
+            if (abs(pos[2] - target[2]) < cfg.z_tol and np.linalg.norm(target[:2] - pos[:2]) < cfg.xy_tol) or timed_out:
+                self._grasp_xy = pos[:2].copy()
+                self._next_phase()
+                return None
+            return self._action(target, want_yaw, -1.0)
+        if phase == "close":
+            if self._phase_steps >= cfg.close_steps:
+                self._hold_offset = float(obj_pos[2] - pos[2])
+                self._next_phase()
+                return None
+            return self._action(pos, yaw, 1.0)
+        if phase == "lift":
+            assert self._grasp_xy is not None
+            target = np.array([*self._grasp_xy, Z_SAFE])
+            if abs(pos[2] - Z_SAFE) < 0.03 or timed_out:
+                self._next_phase()
+                return None
+            return self._action(target, yaw, 1.0)
+        if phase == "carry":
+            xy, _ = self._place_target(goal)
+            target = np.array([*xy, Z_SAFE])
+            want_yaw = self._carry_yaw(goal, yaw)
+            if (np.linalg.norm(xy - pos[:2]) < cfg.xy_tol and abs(want_yaw - yaw) < cfg.yaw_tol) or timed_out:
+                self._next_phase()
+                return None
+            return self._action(target, want_yaw, 1.0)
+        if phase == "lower":
+            xy, z = self._place_target(goal)
+            target = np.array([*xy, z])
+            if abs(pos[2] - z) < cfg.z_tol or timed_out:
+                self._next_phase()
+                return None
+            return self._action(target, self._carry_yaw(goal, yaw), 1.0)
+        if phase == "release":
+            if self._phase_steps >= cfg.release_steps:
+                self._next_phase()
+                return None
+            return self._action(pos, yaw, -1.0)
+        # retreat
+        target = np.array([*pos[:2], Z_SAFE])
+        if pos[2] > Z_SAFE - 0.04 or timed_out:
+            self._next_phase()
+            return None
+        return self._action(target, yaw, -1.0)
+
+
+def make_expert(env: gym.Env, config: ExpertConfig | None = None) -> ScriptedExpert:
+    """The scripted expert for `env` (any prunepi env, wrapped or not)."""
+    return ScriptedExpert(env, config)

@@ -1,0 +1,44 @@
+"""Gymnasium registration: one id per task, `prunepi/<suite>-<task_id>`.
+
+Registered with the suite's step limit, so `gymnasium.make` wraps the env in a TimeLimit that
+truncates like LIBERO's max-steps-per-suite evaluation.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from envs.suites import SUITES, get_task
+
+ENTRY_POINT = "envs.tabletop_env:TabletopEnv"
+
+
+def register_all() -> None:
+    """Register every task (idempotent: ids already registered are left alone)."""
+    for suite, tasks in SUITES.items():
+        for task in tasks:
+            if task.env_id in gym.registry:
+                continue
+            gym.register(
+                id=task.env_id,
+                entry_point=ENTRY_POINT,
+                max_episode_steps=task.max_steps,
+                kwargs={"suite": suite, "task_id": task.task_id},
+            )
+
+
+def make(
+    suite: str,
+    task_id: int,
+    image_size: int = 224,
+    seed: int | None = None,
+    render_mode: str | None = None,
+) -> gym.Env:
+    """`gymnasium.make` of one task with its suite's step limit.
+
+    `seed` seeds the env's generator, so the first `reset()` (no arguments) picks the same
+    initial state every time; `reset(options={"init_state_id": k})` picks one explicitly.
+    """
+    task = get_task(suite, task_id)
+    register_all()
+    return gym.make(task.env_id, image_size=image_size, seed=seed, render_mode=render_mode)

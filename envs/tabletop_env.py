@@ -1,0 +1,267 @@
+"""The LIBERO-style tabletop environment (gymnasium API).
+
+Observations use openpi's LIBERO keys (`observation/image`, `observation/wrist_image`,
+`observation/state`, `prompt`) and actions are LIBERO's 7-D delta end-effector commands at
+20 Hz, so a client written for openpi's LIBERO example drives these environments unchanged.
+Differences from LIBERO, on purpose:
+- Our cameras render upright: do NOT apply openpi's LIBERO 180-degree image flip.
+- The end-effector frame is the identity when the gripper points straight down, so the
+  state's axis-angle sits near zero instead of near (pi, 0, 0), where robosuite's
+  representation wraps around.
+- The gripper command is continuous: a in [-1, 1] sets the finger target linearly from fully
+  open (-1) to fully closed (+1); LIBERO's demos only use the two ends.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must precede `import mujoco`
+
+import string  # noqa: E402
+from typing import Any  # noqa: E402
+
+import gymnasium as gym  # noqa: E402
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+from gymnasium import spaces  # noqa: E402
+from gymnasium.utils import seeding  # noqa: E402
+
+from envs import rotations as rot  # noqa: E402
+from envs.layouts import Layout, eval_layouts, layout_from_seed  # noqa: E402
+from envs.predicates import SuccessChecker  # noqa: E402
+from envs.scene import (  # noqa: E402
+    CONTROL_HZ,
+    FINGER_OPEN,
+    HOME_POS,
+    N_SUBSTEPS,
+    WORKSPACE_HIGH,
+    WORKSPACE_LOW,
+    build_scene_xml,
+)
+from envs.suites import get_task  # noqa: E402
+from envs.tasks import Goal, TaskSpec  # noqa: E402
+
+POS_SCALE = 0.05  # m of commanded motion per step at action 1 (robosuite OSC output_max)
+ROT_SCALE = 0.5  # rad of commanded rotation per step at action 1 (robosuite OSC output_max)
+MAX_TILT = np.pi / 4  # the gripper may lean at most this far from pointing down
+SETTLE_STEPS = 50  # physics steps (0.1 s) after a reset so contacts come to rest
+PROMPT_CHARSET = string.ascii_letters + string.digits + " ,.;:'-_()"
+IMAGE_KEY, WRIST_KEY, STATE_KEY, PROMPT_KEY = (
+    "observation/image",
+    "observation/wrist_image",
+    "observation/state",
+    "prompt",
+)
+ACTION_DIM, STATE_DIM = 7, 8
+_OPTION_KEYS = {"init_state_id", "layout_seed"}
+
+
+class TabletopEnv(gym.Env):
+    """One task of one suite. Episodes end (`terminated`) on success; the step limit is the
+    TimeLimit wrapper's job (`envs.make` / `gymnasium.make` add it with the suite's limit)."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
+
+    def __init__(
+        self,
+        suite: str,
+        task_id: int,
+        image_size: int = 224,
+        seed: int | None = None,
+        render_mode: str | None = None,
+        shadows: bool = False,
+    ):
+        self.task: TaskSpec = get_task(suite, task_id)
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 16:
+            raise ValueError(f"image_size: expected an int >= 16, got {image_size!r}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode: expected None or 'rgb_array', got {render_mode!r}")
+        self.image_size = image_size
+        self.render_mode = render_mode
+        self.max_episode_steps = self.task.max_steps
+
+        self.model = mujoco.MjModel.from_xml_string(build_scene_xml(self.task.objects))
+        # Shadow maps and multisampling cost 40-60 ms per frame in software EGL for no
+        # information a policy needs; the speed benchmark turns them on for comparison.
+        if not shadows:
+            self.model.vis.quality.shadowsize = 0
+            self.model.vis.quality.offsamples = 0
+        self.model.vis.global_.offwidth = max(self.model.vis.global_.offwidth, image_size)
+        self.model.vis.global_.offheight = max(self.model.vis.global_.offheight, image_size)
+        self.data = mujoco.MjData(self.model)
+        self._renderer: mujoco.Renderer | None = None
+
+        m = self.model
+        self._eef_site = m.site("eef").id
+        self._mocap = int(m.body_mocapid[m.body("eef_target").id])
+        self._gripper_qpos = int(m.jnt_qposadr[m.joint("gripper").id])
+        self._finger_qpos = np.array(
+            [m.jnt_qposadr[m.joint(n).id] for n in ("left_finger", "right_finger")]
+        )
+        self._finger_ctrl = np.array([m.actuator(n).id for n in ("left_finger", "right_finger")])
+        self._obj_qpos = {n: int(m.jnt_qposadr[m.joint(n).id]) for n in self.task.object_names}
+        self._obj_body = {n: m.body(n).id for n in self.task.object_names}
+        self.init_states = np.stack([self._layout_qpos(lay) for lay in eval_layouts(self.task)])
+
+        size = (image_size, image_size, 3)
+        self.observation_space = spaces.Dict(
+            {
+                IMAGE_KEY: spaces.Box(0, 255, size, np.uint8),
+                WRIST_KEY: spaces.Box(0, 255, size, np.uint8),
+                STATE_KEY: spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
+                PROMPT_KEY: spaces.Text(max_length=256, min_length=1, charset=PROMPT_CHARSET),
+            }
+        )
+        self.action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+        self.goals: tuple[Goal, ...] = ()
+        self.init_state_id: int | None = None
+        self._checker: SuccessChecker | None = None
+        self._success = False
+        self.episode_count = 0  # resets so far; lets experts notice a new episode
+        if seed is not None:
+            # Seed now so the first plain reset() is reproducible without passing the seed.
+            self._np_random, self._np_random_seed = seeding.np_random(seed)
+            self.action_space.seed(seed)
+
+    # --- state helpers (also the privileged state the scripted experts read) -----------------
+    @property
+    def num_init_states(self) -> int:
+        return len(self.init_states)
+
+    @property
+    def instruction(self) -> str:
+        return self.task.instruction
+
+    def eef_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """Grip point position and quaternion (world frame)."""
+        pos = self.data.site_xpos[self._eef_site].copy()
+        return pos, rot.mat_to_quat(self.data.site_xmat[self._eef_site])
+
+    def object_pose(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        if name not in self._obj_body:
+            raise KeyError(f"object: {name!r} is not in {self.task.env_id}")
+        body = self._obj_body[name]
+        return self.data.xpos[body].copy(), self.data.xquat[body].copy()
+
+    def finger_qpos(self) -> np.ndarray:
+        return self.data.qpos[self._finger_qpos].copy()
+
+    def is_held(self, name: str) -> bool:
+        assert self._checker is not None, "call reset() first"
+        return self._checker.held(self.data, name)
+
+    def _layout_qpos(self, layout: Layout) -> np.ndarray:
+        qpos = self.model.qpos0.copy()
+        qpos[self._gripper_qpos : self._gripper_qpos + 7] = [*HOME_POS, 1.0, 0.0, 0.0, 0.0]
+        qpos[self._finger_qpos] = [FINGER_OPEN, -FINGER_OPEN]
+        for name, (x, y, yaw) in layout.items():
+            adr = self._obj_qpos[name]
+            z = self.task.object(name).rest_height
+            qpos[adr : adr + 7] = [x, y, z, *rot.yaw_quat(yaw)]
+        return qpos
+
+    # --- gymnasium API ------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = set(options) - _OPTION_KEYS
+        if unknown:
+            raise ValueError(f"options: unknown keys {sorted(unknown)}; allowed {_OPTION_KEYS}")
+        if "init_state_id" in options and "layout_seed" in options:
+            raise ValueError("options: give init_state_id or layout_seed, not both")
+        if "layout_seed" in options:
+            qpos = self._layout_qpos(layout_from_seed(self.task, options["layout_seed"]))
+            self.init_state_id = None
+        else:
+            k = options.get("init_state_id")
+            if k is None:
+                k = int(self.np_random.integers(self.num_init_states))
+            if isinstance(k, bool) or not isinstance(k, int | np.integer):
+                raise TypeError(f"init_state_id: expected an int, got {k!r}")
+            if not 0 <= k < self.num_init_states:
+                raise ValueError(
+                    f"init_state_id: {k} is out of range (0..{self.num_init_states - 1})"
+                )
+            qpos = self.init_states[int(k)]
+            self.init_state_id = int(k)
+
+        mujoco.mj_resetData(self.model, self.data)
+        self.data.qpos[:] = qpos
+        self.data.mocap_pos[self._mocap] = HOME_POS
+        self.data.mocap_quat[self._mocap] = [1.0, 0.0, 0.0, 0.0]
+        self.data.ctrl[self._finger_ctrl] = [FINGER_OPEN, -FINGER_OPEN]
+        mujoco.mj_forward(self.model, self.data)
+        mujoco.mj_step(self.model, self.data, nstep=SETTLE_STEPS)
+
+        positions = {n: self.data.xpos[b].copy() for n, b in self._obj_body.items()}
+        self.goals = self.task.resolve_goals(positions)
+        self._checker = SuccessChecker(self.model, self.task, self.goals)
+        self._success = False
+        self.episode_count += 1
+        return self._observation(), self._info()
+
+    def step(self, action):
+        if self._checker is None:
+            raise RuntimeError("step: call reset() before step()")
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != (ACTION_DIM,):
+            raise ValueError(f"action: expected shape ({ACTION_DIM},), got {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"action: must be finite, got {a.tolist()}")
+        a = np.clip(a, -1.0, 1.0)  # like robosuite, out-of-range commands saturate
+
+        # robosuite OSC semantics: the goal is the *current* pose plus the scaled delta, with
+        # the rotation delta applied in the world frame.
+        pos, quat = self.eef_pose()
+        goal_pos = np.clip(pos + POS_SCALE * a[:3], WORKSPACE_LOW, WORKSPACE_HIGH)
+        goal_quat = rot.limit_tilt(
+            rot.quat_mul(rot.axis_angle_to_quat(ROT_SCALE * a[3:6]), quat), MAX_TILT
+        )
+        self.data.mocap_pos[self._mocap] = goal_pos
+        self.data.mocap_quat[self._mocap] = goal_quat
+        opening = FINGER_OPEN * (1.0 - a[6]) / 2.0
+        self.data.ctrl[self._finger_ctrl] = [opening, -opening]
+        mujoco.mj_step(self.model, self.data, nstep=N_SUBSTEPS)
+
+        self._success = bool(self._checker(self.data))
+        reward = 1.0 if self._success else 0.0  # sparse, like LIBERO
+        return self._observation(), reward, self._success, False, self._info()
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        return self._render_camera("agentview")
+
+    def close(self):
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    # --- internals ------------------------------------------------------------------------------
+    def _render_camera(self, camera: str) -> np.ndarray:
+        if self._renderer is None:
+            self._renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
+        self._renderer.update_scene(self.data, camera=camera)
+        return self._renderer.render()
+
+    def _state(self) -> np.ndarray:
+        pos, quat = self.eef_pose()
+        return np.concatenate([pos, rot.quat_to_axis_angle(quat), self.finger_qpos()]).astype(
+            np.float32
+        )
+
+    def _observation(self) -> dict[str, Any]:
+        return {
+            IMAGE_KEY: self._render_camera("agentview"),
+            WRIST_KEY: self._render_camera("wrist"),
+            STATE_KEY: self._state(),
+            PROMPT_KEY: self.task.instruction,
+        }
+
+    def _info(self) -> dict[str, Any]:
+        return {
+            "success": self._success,
+            "task": self.task.instruction,
+            "init_state_id": self.init_state_id,
+        }

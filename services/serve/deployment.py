@@ -1,0 +1,188 @@
+"""The Ray Serve deployment: openpi's websocket protocol at "/", `GET /healthz`, `POST /infer`.
+
+Differences from openpi's `websocket_policy_server.py`, on purpose:
+- concurrent clients are micro-batched into one `Policy.infer_batch` forward (`@serve.batch`)
+  that runs off the event loop, where openpi blocks its loop inside `policy.infer` and serves
+  one request at a time (openpi issue #717);
+- bad input gets one text frame naming the problem and a close code saying whose fault it was
+  (protocol.py), not a traceback; the replica keeps serving everyone else;
+- an optional API key is checked (openpi's client sends it, openpi's server ignores it).
+The server knows the Policy only through `infer_batch`, `metadata` and `prune`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from ray import serve
+
+from services.serve import protocol
+from services.serve.config import ServeConfig
+
+log = logging.getLogger(__name__)
+
+app = FastAPI(title="prunepi policy server", docs_url=None, redoc_url=None)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One request's error inside a batch (serve.batch returns one item per request)."""
+
+    code: int  # websocket close code (protocol.py)
+    message: str  # sent to the client as a text frame / JSON error
+
+
+def _failure(e: BaseException) -> Failure:
+    if isinstance(e, protocol.RequestError):
+        return Failure(e.code, str(e))
+    if isinstance(e, ValueError):  # policies.transforms.ObservationError and friends
+        return Failure(protocol.POLICY_VIOLATION, f"{type(e).__name__}: {e}")
+    log.exception("inference failed")
+    return Failure(protocol.INTERNAL_ERROR, "".join(traceback.format_exception(e)))
+
+
+@serve.deployment
+@serve.ingress(app)
+class PolicyDeployment:
+    def __init__(self, cfg: ServeConfig):
+        from policies.policy import Policy  # imported in the replica, not by the driver
+
+        self.cfg = cfg
+        self.policy = Policy.from_checkpoint(cfg.checkpoint, device=cfg.device, prune=cfg.prune)
+        self.metadata = dict(self.policy.metadata)
+        self._infer_batch.set_max_batch_size(cfg.max_batch_size)
+        self._infer_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+
+    # ---- inference -------------------------------------------------------------------
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01, max_concurrent_batches=1)
+    async def _infer_batch(self, observations: list[dict]) -> list[dict | Failure]:
+        # The forward blocks for tens of ms or more: run it in a thread so the event loop
+        # keeps receiving frames (which become the next batch).
+        return await asyncio.to_thread(self._run_batch, observations)
+
+    def _run_batch(self, observations: list[dict]) -> list[dict | Failure]:
+        try:
+            return self.policy.infer_batch(observations)
+        except Exception as e:
+            if len(observations) == 1:
+                return [_failure(e)]
+        # One bad observation fails the whole forward: answer each request on its own
+        # (noise is seeded per request, so good requests get the same actions).
+        return [self._run_one(obs) for obs in observations]
+
+    def _run_one(self, obs: dict) -> dict | Failure:
+        try:
+            return self.policy.infer_batch([obs])[0]
+        except Exception as e:
+            return _failure(e)
+
+    # ---- access ----------------------------------------------------------------------
+
+    def _authorized(self, headers) -> bool:
+        if self.cfg.api_key is None:
+            return True
+        want = f"Api-Key {self.cfg.api_key}"  # openpi-client's header format
+        return hmac.compare_digest(headers.get("authorization", "").encode(), want.encode())
+
+    # ---- routes ----------------------------------------------------------------------
+
+    @app.get("/healthz")
+    def healthz(self) -> Response:
+        return PlainTextResponse("OK\n")  # openpi's `_health_check` body
+
+    @app.post("/infer")
+    async def infer_json(self, request: Request) -> Response:
+        if not self._authorized(request.headers):
+            return JSONResponse({"error": "missing or wrong Authorization: Api-Key"}, 401)
+        t0 = time.monotonic()
+        try:
+            body = await request.body()
+            obs = protocol.from_json(body, self.cfg.max_message_bytes)
+        except protocol.RequestError as e:
+            status = 413 if e.code == protocol.MESSAGE_TOO_BIG else 400
+            return JSONResponse({"error": str(e)}, status)
+        result = await self._infer_batch(obs)
+        if isinstance(result, Failure):
+            status = 500 if result.code == protocol.INTERNAL_ERROR else 400
+            return JSONResponse({"error": result.message}, status)
+        result["server_timing"] = {"infer_ms": (time.monotonic() - t0) * 1000}
+        return JSONResponse(protocol.to_json(result))
+
+    @app.websocket("/")
+    async def websocket(self, ws: WebSocket) -> None:
+        if not self._authorized(ws.headers):
+            await ws.accept()
+            # Refused before the metadata frame; openpi-client raises ConnectionClosedError
+            # with this code and reason.
+            await ws.close(protocol.POLICY_VIOLATION, "missing or wrong Authorization: Api-Key")
+            return
+        await ws.accept()
+        try:
+            await self._serve_connection(ws)
+        except WebSocketDisconnect:
+            pass
+        except Exception as e:  # a bug here must not take the replica down
+            await _send_error(ws, _failure(e))
+
+    async def _serve_connection(self, ws: WebSocket) -> None:
+        # Mirrors openpi's WebsocketPolicyServer._handler.
+        await ws.send_bytes(protocol.encode(self.metadata))
+        prev_total_time = None
+        while True:
+            start_time = time.monotonic()
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("bytes")
+            if data is None:
+                await _send_error(
+                    ws,
+                    Failure(protocol.UNSUPPORTED_DATA, "expected a binary msgpack frame, got text"),
+                )
+                return
+            try:
+                obs = protocol.decode_observation(data, self.cfg.max_message_bytes)
+            except protocol.RequestError as e:
+                await _send_error(ws, _failure(e))
+                return
+            infer_time = time.monotonic()
+            result = await self._infer_batch(obs)
+            infer_time = time.monotonic() - infer_time
+            if isinstance(result, Failure):
+                await _send_error(ws, result)
+                return
+            result["server_timing"] = {"infer_ms": infer_time * 1000}
+            if prev_total_time is not None:
+                result["server_timing"]["prev_total_ms"] = prev_total_time * 1000
+            await ws.send_bytes(protocol.encode(result))
+            prev_total_time = time.monotonic() - start_time
+
+
+async def _send_error(ws: WebSocket, failure: Failure) -> None:
+    """A text frame naming the problem, then a close (openpi-client raises on text frames)."""
+    try:
+        await ws.send_text(failure.message)
+        await ws.close(failure.code, protocol.close_reason(failure.message.splitlines()[-1]))
+    except Exception:  # the client is already gone
+        pass
+
+
+def build_app(cfg: ServeConfig):
+    """The bound Serve application for `cfg` (replicas, CPUs/GPUs, connection limit)."""
+    return PolicyDeployment.options(
+        num_replicas=cfg.num_replicas,
+        max_ongoing_requests=cfg.max_connections_per_replica,
+        ray_actor_options={
+            "num_cpus": cfg.num_cpus_per_replica,
+            "num_gpus": cfg.num_gpus_per_replica,
+        },
+    ).bind(cfg)

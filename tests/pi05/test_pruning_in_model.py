@@ -1,0 +1,197 @@
+"""The pruner inside π0.5's prefix: true pruning, position ids, batching, telemetry."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from policies.pi05.config import tiny
+from policies.pi05.model import Pi05Model
+from policies.pruning import METRIC_NAMES, NoiseScheduleConfig, PrunerConfig
+from prunepi.quickstart import random_observation
+
+B = 3
+
+
+def model_with(**pruning) -> Pi05Model:
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(tiny(), pruning=PrunerConfig(enabled=True, **pruning))
+    return Pi05Model(cfg).eval()
+
+
+def obs_for(model, batch=B, seed=0):
+    obs = random_observation(model.config, batch, torch.Generator().manual_seed(seed))
+    return obs
+
+
+def noise_for(model, batch=B):
+    c = model.config
+    return torch.randn(batch, c.action_horizon, c.action_dim, generator=torch.Generator().manual_seed(9))
+
+
+def test_keeping_all_tokens_reproduces_unpruned_actions_exactly():
+    model = model_with(budget="keep_ratio", keep_ratio=1.0, trim_prompt_padding=False)
+    obs, noise = obs_for(model), noise_for(model)
+    obs.image_masks = {k: torch.ones_like(v) for k, v in obs.image_masks.items()}
+    pruned = model.sample(obs, noise, prune=True)
+    unpruned = model.sample(obs, noise, prune=False)
+    assert torch.equal(pruned.kept_tokens, unpruned.kept_tokens)
+    assert pruned.prefix_len == unpruned.prefix_len
+    assert torch.equal(pruned.actions, unpruned.actions)  # bitwise
+
+
+def test_keeping_all_valid_tokens_drops_only_masked_camera_slots():
+    model = model_with(budget="keep_ratio", keep_ratio=1.0, trim_prompt_padding=False)
+    obs, noise = obs_for(model), noise_for(model)  # third camera masked
+    pruned = model.sample(obs, noise, prune=True)
+    unpruned = model.sample(obs, noise, prune=False)
+    assert pruned.prefix_len == unpruned.prefix_len - model.config.vision.num_patches
+    torch.testing.assert_close(pruned.actions, unpruned.actions, atol=1e-5, rtol=1e-5)
+
+
+def test_prompt_trimming_changes_nothing_but_length():
+    model = model_with(budget="keep_ratio", keep_ratio=1.0, trim_prompt_padding=True)
+    obs, noise = obs_for(model), noise_for(model)
+    pruned = model.sample(obs, noise, prune=True)
+    unpruned = model.sample(obs, noise, prune=False)
+    longest = int(obs.tokenized_prompt_mask.sum(1).max())
+    n_valid = model.config.vision.num_patches * 2  # random_observation masks the 3rd camera
+    assert pruned.prefix_len == n_valid + longest < unpruned.prefix_len
+    torch.testing.assert_close(pruned.actions, unpruned.actions, atol=1e-5, rtol=1e-5)
+
+
+def test_eval_really_shortens_prefix_and_kv_cache():
+    model = model_with(budget="keep_tokens", keep_tokens=10, trim_prompt_padding=False)
+    obs = obs_for(model)
+    prefix = model.embed_prefix(obs)
+    L = model.config.max_token_len
+    assert prefix.embs.shape[1] == 10 + L
+    assert prefix.kept_tokens.tolist() == [10] * B
+    cache = model.prefill(prefix)
+    assert cache[0][0].shape[2] == 10 + L  # every denoise step reads this shorter cache
+    out = model.sample(obs, noise_for(model))
+    assert out.prefix_len == 10 + L and out.actions.shape == (B, 10, 32)
+
+
+def test_masked_camera_patches_are_never_kept():
+    model = model_with(budget="keep_ratio", keep_ratio=1.0)
+    obs = obs_for(model)
+    P = model.config.vision.num_patches
+    prefix = model.embed_prefix(obs)
+    assert prefix.kept_tokens.tolist() == [2 * P] * B  # third camera masked for all
+    r = model.pruner(*model.embed_images(obs), model.embed_language(obs.tokenized_prompt),
+                     obs.tokenized_prompt_mask)
+    assert int(r.index[r.valid].max()) < 2 * P
+
+
+@pytest.mark.parametrize("numbering", ["openpi", "lightvla", "compact"])
+def test_position_ids_follow_convention(numbering):
+    model = model_with(budget="keep_tokens", keep_tokens=12, position_ids=numbering,
+                       trim_prompt_padding=False)
+    obs = obs_for(model)
+    cfg = model.config
+    P, N, L = cfg.vision.num_patches, cfg.num_patches_total, cfg.max_token_len
+    with torch.no_grad():
+        patches, valid = model.embed_images(obs)
+        r = model.pruner(patches, valid, model.embed_language(obs.tokenized_prompt),
+                         obs.tokenized_prompt_mask)
+        prefix = model.embed_prefix(obs)
+    n_lang = obs.tokenized_prompt_mask.sum(1)
+    for b in range(B):
+        pos = prefix.position_ids[b]
+        kept = r.index[b][r.valid[b]]
+        if numbering == "openpi":
+            # Unpruned openpi id: a valid patch's index among valid tokens; language starts
+            # at the count of valid patches (2 cameras: 2P), suffix after valid language.
+            assert pos[:12].tolist() == kept.tolist()  # first two cameras valid: id == index
+            assert pos[12].item() == 2 * P
+            assert prefix.next_position[b].item() == 2 * P + n_lang[b].item()
+        elif numbering == "lightvla":
+            assert pos[:12].tolist() == kept.tolist()
+            assert pos[12:].tolist() == list(range(N, N + L))
+            assert prefix.next_position[b].item() == N + L
+        else:
+            assert pos[: 12 + n_lang[b]].tolist() == list(range(12 + n_lang[b].item()))
+            assert prefix.next_position[b].item() == 12 + n_lang[b].item()
+
+
+def test_openpi_ids_have_gaps_when_a_middle_camera_is_masked():
+    model = model_with(budget="keep_ratio", keep_ratio=1.0, trim_prompt_padding=False)
+    obs = obs_for(model, batch=1)
+    names = model.config.camera_names
+    obs.image_masks = {names[0]: torch.tensor([True]), names[1]: torch.tensor([False]),
+                       names[2]: torch.tensor([True])}
+    P = model.config.vision.num_patches
+    prefix = model.embed_prefix(obs)
+    # openpi's rule: the masked middle camera does not advance the position, so the third
+    # camera's patches continue at P, exactly as in the unpruned sequence.
+    unpruned = model.embed_prefix(obs, prune=False)
+    valid_ids = unpruned.position_ids[0][unpruned.pad_masks[0]]
+    assert prefix.position_ids[0][prefix.pad_masks[0]].tolist() == valid_ids.tolist()
+    assert prefix.position_ids[0][P].item() == P  # first patch of camera 3
+
+
+def test_batch_independence():
+    model = model_with(budget="adaptive", min_keep=4)
+    obs = obs_for(model, batch=4, seed=3)
+    noise = noise_for(model, batch=4)
+    together = model.sample(obs, noise)
+    for i in range(4):
+        one = type(obs)(
+            images={k: v[i : i + 1] for k, v in obs.images.items()},
+            image_masks={k: v[i : i + 1] for k, v in obs.image_masks.items()},
+            state=obs.state[i : i + 1],
+            tokenized_prompt=obs.tokenized_prompt[i : i + 1],
+            tokenized_prompt_mask=obs.tokenized_prompt_mask[i : i + 1],
+        )
+        alone = model.sample(one, noise[i : i + 1])
+        assert alone.kept_tokens.item() == together.kept_tokens[i].item()
+        torch.testing.assert_close(alone.actions[0], together.actions[i], atol=1e-5, rtol=1e-5)
+
+
+def test_buckets_round_prefix_length_up():
+    model = model_with(budget="keep_tokens", keep_tokens=10, buckets=(16, 64),
+                       trim_prompt_padding=False)
+    prefix = model.embed_prefix(obs_for(model))
+    assert prefix.embs.shape[1] == 16 + model.config.max_token_len
+    assert prefix.kept_tokens.tolist() == [10] * B
+
+
+def test_train_mode_keeps_length_and_reports_telemetry():
+    model = model_with(scorer="lowrank", noise=NoiseScheduleConfig(kind="linear", total_steps=10))
+    model.train()
+    obs = obs_for(model)
+    c = model.config
+    actions = torch.randn(B, c.action_horizon, c.action_dim)
+    out = model.forward(obs, actions, step=0)
+    assert out.prefix.embs.shape[1] == c.num_patches_total + c.max_token_len
+    assert set(METRIC_NAMES) <= set(out.metrics)
+    assert out.metrics["prune/noise_scale"] == pytest.approx(1.0)
+    out.loss.mean().backward()
+    grads = [p.grad for p in model.pruner.parameters()]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+    late = model.forward(obs, actions, step=10)
+    assert late.metrics["prune/noise_scale"] == pytest.approx(0.0)
+
+
+def test_train_slot_position_ids_follow_selected_patch():
+    model = model_with(budget="keep_tokens", keep_tokens=8)
+    model.train()
+    obs = obs_for(model, batch=2)
+    with torch.no_grad():
+        prefix = model.embed_prefix(obs, step=None)
+        unpruned = model.embed_prefix(obs, prune=False)
+    N = model.config.num_patches_total
+    patches, valid = model.embed_images(obs)
+    r = model.pruner(patches, valid, model.embed_language(obs.tokenized_prompt),
+                     obs.tokenized_prompt_mask)
+    expect = unpruned.position_ids[:, :N].gather(1, r.index)
+    assert torch.equal(prefix.position_ids[:, :N], expect)
+    # zero noise: the distinct patches selected in training are exactly what eval keeps
+    model.eval()
+    kept = model.pruner(patches, valid, model.embed_language(obs.tokenized_prompt),
+                        obs.tokenized_prompt_mask)
+    for b in range(2):
+        assert set(r.index[b][valid[b]].tolist()) == set(kept.index[b][kept.valid[b]].tolist())
