@@ -28,6 +28,9 @@ Z_SAFE = 0.16  # grip-point height for moving around (m): a held object clears t
 PAD_CLEARANCE = 0.004  # finger pads stay this far above the table when grasping (m)
 DROP_HEIGHT = 0.012  # released this far above the surface it lands on (m)
 BOWL_SLOT = 0.026  # sideways offset when two objects share the bowl (m)
+# Gripper command when letting go: opens the pads ~1 cm clear of a 4 cm block but no wider,
+# so a pad never sweeps a neighbour in the bowl or catches on the bowl wall.
+RELEASE_GRIP = -0.4
 PHASES = ("approach", "descend", "close", "lift", "carry", "lower", "release", "retreat")
 
 
@@ -41,6 +44,7 @@ class ExpertConfig:
     close_steps: int = 5  # steps with the fingers closing before lifting (0.25 s)
     release_steps: int = 4  # steps with the fingers opening before retreating
     phase_timeout: int = 40  # steps after which a phase moves on regardless
+    max_speed: float = 0.5  # cap on the translation action's norm: 2.5 cm per step, 0.5 m/s
 
 
 class ScriptedExpert:
@@ -89,38 +93,62 @@ class ScriptedExpert:
         return max(center, PAD_CLEARANCE - FINGER_Z_LOW)
 
     def _place_target(self, goal: Goal) -> tuple[np.ndarray, float]:
-        """Grip-point xy over the destination and the grip height to release at."""
+        """Grip-point xy that puts the held object over its spot, and the grip height to
+        release at. Uses where the object actually hangs in the fingers, so a grasp that
+        slipped a few millimetres still lands on target."""
         assert isinstance(goal.obj, str)
-        dest_pos, dest_quat = self.env.object_pose(goal.dest)
-        xy = dest_pos[:2].copy()
+        dest_pos = self.env.object_pose(goal.dest)[0]
+        xy = dest_pos[:2] + self._bowl_slot(goal) if goal.relation == "in" else dest_pos[:2]
         if goal.relation == "in":
             surface = dest_pos[2] + 2.0 * BOWL_BOTTOM_HALF
-            sharing = [g for g in self.env.goals if g.relation == "in" and g.dest == goal.dest]
-            if len(sharing) > 1:
-                xy[1] += BOWL_SLOT * (2 * sharing.index(goal) - 1)
         elif goal.relation == "on":
             surface = dest_pos[2] + PLATE_HALF
         else:
             surface = dest_pos[2] + self._obj(goal.dest).half_height
+        grip = self.env.eef_pose()[0]
+        hang = self.env.object_pose(goal.obj)[0][:2] - grip[:2]
         bottom = surface + DROP_HEIGHT
-        return xy, bottom + self._obj(goal.obj).half_height - self._hold_offset
+        return xy - hang, bottom + self._obj(goal.obj).half_height - self._hold_offset
+
+    def _bowl_slot(self, goal: Goal) -> np.ndarray:
+        """Offset from the bowl centre: the middle when one object goes in; with two, the
+        first goes to one side and the second opposite wherever the first ended up."""
+        sharing = [g for g in self.env.goals if g.relation == "in" and g.dest == goal.dest]
+        if len(sharing) < 2:
+            return np.zeros(2)
+        center = self.env.object_pose(goal.dest)[0][:2]
+        inside = [
+            self.env.object_pose(g.obj)[0][:2]
+            for g in sharing[: sharing.index(goal)]
+            if isinstance(g.obj, str)
+        ]
+        away = center - np.mean(inside, axis=0) if inside else np.array([0.0, -1.0])
+        norm = float(np.linalg.norm(away))
+        away = np.array([0.0, 1.0]) if norm < 1e-3 else away / norm
+        return away * BOWL_SLOT
 
     def _carry_yaw(self, goal: Goal, gripper_yaw: float) -> float:
-        """When stacking, turn the held block square to the one below."""
-        if goal.relation != "stack":
-            return gripper_yaw
+        """Heading while carrying and lowering. Stacking: square the held block to the one
+        below. Sharing the bowl: point the gripper's x axis along the slot, so the pads open
+        sideways to the other object rather than into it."""
         assert isinstance(goal.obj, str)
-        held = rot.quat_yaw(self.env.object_pose(goal.obj)[1])
-        below = rot.quat_yaw(self.env.object_pose(goal.dest)[1])
-        return gripper_yaw + rot.wrap_angle(below - held, np.pi / 2)
+        if goal.relation == "stack":
+            held = rot.quat_yaw(self.env.object_pose(goal.obj)[1])
+            below = rot.quat_yaw(self.env.object_pose(goal.dest)[1])
+            return gripper_yaw + rot.wrap_angle(below - held, np.pi / 2)
+        slot = self._bowl_slot(goal) if goal.relation == "in" else np.zeros(2)
+        if np.linalg.norm(slot) < 1e-9:
+            return gripper_yaw
+        along = float(np.arctan2(slot[1], slot[0]))
+        return gripper_yaw + rot.wrap_angle(along - gripper_yaw, np.pi)
 
     # --- control ----------------------------------------------------------------------------------
     def _action(self, target: np.ndarray, yaw: float, grip: float) -> np.ndarray:
         pos, quat = self.env.eef_pose()
         move = (target - pos) / POS_SCALE
         norm = float(np.linalg.norm(move))
-        if norm > 1.0:  # keep the direction, cap the speed (straight-line moves)
-            move /= norm
+        if norm > self.config.max_speed:  # keep the direction, cap the speed
+            move *= self.config.max_speed / norm
         turn = np.clip(rot.rotation_error(rot.yaw_quat(yaw), quat) / ROT_SCALE, -1.0, 1.0)
         return np.concatenate([move, turn, [grip]]).astype(np.float32)
 
@@ -216,13 +244,13 @@ class ScriptedExpert:
             if self._phase_steps >= cfg.release_steps:
                 self._next_phase()
                 return None
-            return self._action(pos, yaw, -1.0)
+            return self._action(pos, yaw, RELEASE_GRIP)
         # retreat
         target = np.array([*pos[:2], Z_SAFE])
         if pos[2] > Z_SAFE - 0.04 or timed_out:
             self._next_phase()
             return None
-        return self._action(target, yaw, -1.0)
+        return self._action(target, yaw, RELEASE_GRIP)
 
 
 def make_expert(env: gym.Env, config: ExpertConfig | None = None) -> ScriptedExpert:

@@ -30,11 +30,15 @@ WORKSPACE_HIGH = np.array([0.3, 0.4, 0.4])
 FINGER_OPEN = 0.045  # finger joint travel (m): opening up to 9 cm between the pads
 FINGER_HALF_THICKNESS = 0.006
 FINGER_Z_LOW = -0.024  # finger pad bottom relative to the grip point (m)
+# The springs pull on a site at the gripper's centre of mass, this far above the grip point
+# (m): a force there accelerates the gripper without tipping it.
+DRIVE_Z = 0.05
 
 _GRIPPER = f"""
 <body name="gripper" pos="{HOME_POS[0]} {HOME_POS[1]} {HOME_POS[2]}" gravcomp="1">
   <freejoint name="gripper"/>
   <site name="eef" group="3" rgba="0 0 0 0" size="0.005"/>
+  <site name="drive" pos="0 0 {DRIVE_Z}" group="3" rgba="0 0 0 0" size="0.005"/>
   <geom name="palm" type="box" size="0.025 0.062 0.012" pos="0 0 0.052" rgba="0.2 0.2 0.22 1"
         mass="0.4" class="gripper"/>
   <geom name="wrist" type="cylinder" size="0.022 0.03" pos="0 0 0.094" rgba="0.75 0.75 0.78 1"
@@ -55,7 +59,7 @@ _GRIPPER = f"""
           class="finger"/>
   </body>
 </body>
-<body name="eef_target" mocap="true" pos="{HOME_POS[0]} {HOME_POS[1]} {HOME_POS[2]}">
+<body name="eef_target" mocap="true" pos="{HOME_POS[0]} {HOME_POS[1]} {HOME_POS[2] + DRIVE_Z}">
   <site name="eef_target" group="3" rgba="0 0 0 0" size="0.005"/>
 </body>
 """
@@ -64,17 +68,17 @@ _GRIPPER = f"""
 # then the two finger position actuators (targets in metres of joint travel).
 _ACTUATORS = """
 <actuator>
-  <position name="x" site="eef" refsite="eef_target" gear="1 0 0 0 0 0" kp="3000" dampratio="1"
+  <position name="x" site="drive" refsite="eef_target" gear="1 0 0 0 0 0" kp="3000" dampratio="1"
             forcerange="-80 80"/>
-  <position name="y" site="eef" refsite="eef_target" gear="0 1 0 0 0 0" kp="3000" dampratio="1"
+  <position name="y" site="drive" refsite="eef_target" gear="0 1 0 0 0 0" kp="3000" dampratio="1"
             forcerange="-80 80"/>
-  <position name="z" site="eef" refsite="eef_target" gear="0 0 1 0 0 0" kp="3000" dampratio="1"
+  <position name="z" site="drive" refsite="eef_target" gear="0 0 1 0 0 0" kp="3000" dampratio="1"
             forcerange="-80 80"/>
-  <position name="rx" site="eef" refsite="eef_target" gear="0 0 0 1 0 0" kp="30" dampratio="1"
+  <position name="rx" site="drive" refsite="eef_target" gear="0 0 0 1 0 0" kp="30" dampratio="1"
             forcerange="-6 6"/>
-  <position name="ry" site="eef" refsite="eef_target" gear="0 0 0 0 1 0" kp="30" dampratio="1"
+  <position name="ry" site="drive" refsite="eef_target" gear="0 0 0 0 1 0" kp="30" dampratio="1"
             forcerange="-6 6"/>
-  <position name="rz" site="eef" refsite="eef_target" gear="0 0 0 0 0 1" kp="30" dampratio="1"
+  <position name="rz" site="drive" refsite="eef_target" gear="0 0 0 0 0 1" kp="30" dampratio="1"
             forcerange="-6 6"/>
   <position name="left_finger" joint="left_finger" kp="300" ctrlrange="0 {open}"
             forcerange="-12 12"/>
@@ -110,7 +114,7 @@ _HEADER = """
       <geom name="table_leg" type="box" size="0.05 0.05 0.36" pos="0 0 -0.39"
             rgba="0.3 0.25 0.2 1"/>
     </body>
-    <camera name="agentview" pos="0.46 0 0.46" xyaxes="0 1 0 -0.691 0 0.722" fovy="56"/>
+    <camera name="agentview" pos="0.40 0 0.55" xyaxes="0 1 0 -0.788 0 0.616" fovy="52"/>
 """.replace("{timestep}", str(TIMESTEP))
 
 _FOOTER = """

@@ -27,13 +27,18 @@ _SPATIAL_OBJECTS = (
 _LEFT = SpatialRef(_SPATIAL_BLOCKS, "left")
 _MIDDLE = SpatialRef(_SPATIAL_BLOCKS, "middle")
 _RIGHT = SpatialRef(_SPATIAL_BLOCKS, "right")
-_NEAR_BOWL = SpatialRef(_SPATIAL_BLOCKS, "nearest", anchor="bowl")
-_SPATIAL_REFS = (_LEFT, _MIDDLE, _RIGHT, _NEAR_BOWL)
+_NEAR_PLATE = SpatialRef(_SPATIAL_BLOCKS, "nearest", anchor="plate")
+_SPATIAL_REFS = (_LEFT, _MIDDLE, _RIGHT, _NEAR_PLATE)
+# The fourth task's block is also the left, middle or right one, so it goes elsewhere (the
+# bowl): no two instructions on the same table ask for the same motion.
 _SPATIAL = [
-    ("pick up the block on the left and place it on the plate", _LEFT),
-    ("pick up the block in the middle and place it on the plate", _MIDDLE),
-    ("pick up the block on the right and place it on the plate", _RIGHT),
-    ("pick up the block next to the bowl and place it on the plate", _NEAR_BOWL),
+    ("pick up the block on the left and place it on the plate", (Goal(_LEFT, "on", "plate"),)),
+    ("pick up the block in the middle and place it on the plate", (Goal(_MIDDLE, "on", "plate"),)),
+    ("pick up the block on the right and place it on the plate", (Goal(_RIGHT, "on", "plate"),)),
+    (
+        "pick up the block next to the plate and place it in the bowl",
+        (Goal(_NEAR_PLATE, "in", "bowl"),),
+    ),
 ]
 
 # --- object: different shapes and colours; which one is named by what it is ---------------
@@ -80,7 +85,7 @@ SUITES: dict[str, list[TaskSpec]] = {
     "spatial": _tasks(
         "spatial",
         _SPATIAL_OBJECTS,
-        [(text, (Goal(ref, "on", "plate"),)) for text, ref in _SPATIAL],
+        _SPATIAL,
         _SPATIAL_REFS,
     ),
     "object": _tasks(

@@ -18,7 +18,9 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must precede `import mujoco`
 
+import atexit  # noqa: E402
 import string  # noqa: E402
+import weakref  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
@@ -32,6 +34,7 @@ from envs.layouts import Layout, eval_layouts, layout_from_seed  # noqa: E402
 from envs.predicates import SuccessChecker  # noqa: E402
 from envs.scene import (  # noqa: E402
     CONTROL_HZ,
+    DRIVE_Z,
     FINGER_OPEN,
     HOME_POS,
     N_SUBSTEPS,
@@ -54,7 +57,22 @@ IMAGE_KEY, WRIST_KEY, STATE_KEY, PROMPT_KEY = (
     "prompt",
 )
 ACTION_DIM, STATE_DIM = 7, 8
+# Bounds of the state (m, rad, m): the grip point never leaves the 1 m box around the table
+# centre (targets are clipped to the workspace), the axis-angle has norm <= pi, and each finger
+# travels FINGER_OPEN (0.05 leaves room for soft joint limits).
+STATE_BOUND = np.array([1.0, 1.0, 1.0, np.pi, np.pi, np.pi, 0.05, 0.05], dtype=np.float32)
 _OPTION_KEYS = {"init_state_id", "layout_seed"}
+
+# Envs holding a GL context, closed at interpreter exit before EGL is torn down (otherwise
+# MuJoCo's Renderer.__del__ prints EGL errors for envs nobody closed). The hook is registered
+# after MuJoCo's EGL module has registered its own teardown, so it runs first.
+_LIVE_RENDERERS: weakref.WeakSet = weakref.WeakSet()
+_EXIT_HOOK = False
+
+
+def _close_renderers() -> None:
+    for env in list(_LIVE_RENDERERS):
+        env.close()
 
 
 class TabletopEnv(gym.Env):
@@ -109,7 +127,7 @@ class TabletopEnv(gym.Env):
             {
                 IMAGE_KEY: spaces.Box(0, 255, size, np.uint8),
                 WRIST_KEY: spaces.Box(0, 255, size, np.uint8),
-                STATE_KEY: spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
+                STATE_KEY: spaces.Box(-STATE_BOUND, STATE_BOUND, (STATE_DIM,), np.float32),
                 PROMPT_KEY: spaces.Text(max_length=256, min_length=1, charset=PROMPT_CHARSET),
             }
         )
@@ -188,8 +206,7 @@ class TabletopEnv(gym.Env):
 
         mujoco.mj_resetData(self.model, self.data)
         self.data.qpos[:] = qpos
-        self.data.mocap_pos[self._mocap] = HOME_POS
-        self.data.mocap_quat[self._mocap] = [1.0, 0.0, 0.0, 0.0]
+        self._set_target(HOME_POS, np.array([1.0, 0.0, 0.0, 0.0]))
         self.data.ctrl[self._finger_ctrl] = [FINGER_OPEN, -FINGER_OPEN]
         mujoco.mj_forward(self.model, self.data)
         mujoco.mj_step(self.model, self.data, nstep=SETTLE_STEPS)
@@ -218,8 +235,7 @@ class TabletopEnv(gym.Env):
         goal_quat = rot.limit_tilt(
             rot.quat_mul(rot.axis_angle_to_quat(ROT_SCALE * a[3:6]), quat), MAX_TILT
         )
-        self.data.mocap_pos[self._mocap] = goal_pos
-        self.data.mocap_quat[self._mocap] = goal_quat
+        self._set_target(goal_pos, goal_quat)
         opening = FINGER_OPEN * (1.0 - a[6]) / 2.0
         self.data.ctrl[self._finger_ctrl] = [opening, -opening]
         mujoco.mj_step(self.model, self.data, nstep=N_SUBSTEPS)
@@ -237,11 +253,32 @@ class TabletopEnv(gym.Env):
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
+            _LIVE_RENDERERS.discard(self)
 
     # --- internals ------------------------------------------------------------------------------
+    def _set_target(self, grip_pos: np.ndarray, quat: np.ndarray) -> None:
+        """Move the mocap target so the gripper settles with its grip point at `grip_pos`
+        (the springs act on the drive site, DRIVE_Z above the grip point)."""
+        mat = np.zeros(9)
+        mujoco.mju_quat2Mat(mat, quat)
+        self.data.mocap_pos[self._mocap] = grip_pos + mat.reshape(3, 3)[:, 2] * DRIVE_Z
+        self.data.mocap_quat[self._mocap] = quat
+
     def _render_camera(self, camera: str) -> np.ndarray:
         if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
+            try:
+                self._renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
+            except mujoco.FatalError as e:
+                raise RuntimeError(
+                    f"rendering: cannot create a MuJoCo renderer with MUJOCO_GL="
+                    f"{os.environ.get('MUJOCO_GL')!r}; import envs before mujoco so it can set "
+                    "MUJOCO_GL=egl, and check that libEGL is installed"
+                ) from e
+            _LIVE_RENDERERS.add(self)
+            global _EXIT_HOOK
+            if not _EXIT_HOOK:
+                atexit.register(_close_renderers)
+                _EXIT_HOOK = True
         self._renderer.update_scene(self.data, camera=camera)
         return self._renderer.render()
 

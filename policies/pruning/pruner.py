@@ -41,7 +41,7 @@ from policies.pruning.selection import (
     select,
     slot_index,
 )
-from policies.pruning.telemetry import METRIC_NAMES, batch_mean, compute_metrics, top1_gap
+from policies.pruning.telemetry import METRIC_NAMES, compute_metrics, top1_gap
 
 __all__ = ["METRIC_NAMES", "PruneResult", "TokenPruner"]
 
@@ -55,7 +55,6 @@ class PruneResult:
     kept_tokens: Tensor  # (B,) long: kept (eval) / distinct selected (train, noisy) patches
     metrics: dict[str, float]  # METRIC_NAMES -> value ({} when cfg.telemetry is False)
     keep_mask: Tensor | None = None  # (B, N) bool: eval kept / train distinct selected patches
-    noise_scale: float = 0.0  # noise scale used for this call (0 in eval)
 
 
 class TokenPruner(nn.Module):
@@ -95,15 +94,17 @@ class TokenPruner(nn.Module):
         if not self.training:
             kept, index, valid = gather_kept(patches, det.keep, self.cfg.buckets)
             metrics = self._metrics(sc, scores_m, patch_valid, task_mask, det, det, det.count, 0.0)
-            return PruneResult(kept, index, valid, det.count, metrics, det.keep, 0.0)
+            return PruneResult(kept, index, valid, det.count, metrics, det.keep)
 
-        noise_scale = self._noise_scale(step, scores_m, patch_valid)
+        noise_scale = self._noise_scale(step, scores_m, patch_valid)  # float or (B,)
         scores_n = scores_m  # (B, N, N)
         noisy = det
-        if noise_scale > 0:
+        if _any_positive(noise_scale):
             u = torch.rand(
                 scores_m.shape, generator=generator, device=scores_m.device, dtype=scores_m.dtype
             )
+            if isinstance(noise_scale, Tensor):
+                noise_scale = noise_scale.view(-1, 1, 1)
             scores_n = scores_m + u * noise_scale  # masked columns stay at NEG
             noisy = select(self.cfg, scores_n, patch_valid)
         index = slot_index(scores_n, noisy, patch_valid)  # (B, N)
@@ -113,19 +114,23 @@ class TokenPruner(nn.Module):
         metrics = self._metrics(
             sc, scores_m, patch_valid, task_mask, det, noisy, n_sel, noise_scale
         )
-        return PruneResult(out, index, patch_valid, n_sel, metrics, selected, noise_scale)
+        return PruneResult(out, index, patch_valid, n_sel, metrics, selected)
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _noise_scale(self, step: int | None, scores_m: Tensor, patch_valid: Tensor) -> float:
+    def _noise_scale(self, step: int | None, scores_m: Tensor, patch_valid: Tensor):
+        """Noise scale for this step: a float, or (B,) per sample for the "gap" schedule.
+
+        "gap" is applied per sample with the sample's own mean top1 - top2 gap, so a
+        sample's noise does not depend on the rest of its batch (and no host sync).
+        """
         if step is None or self.cfg.noise.kind == "none":
             return 0.0
-        gap = None
-        if self.cfg.noise.kind == "gap":  # calibrate to this batch's top1 - top2 gap
-            with torch.no_grad():
-                g = top1_gap(scores_m, patch_valid)
-                gap = float(batch_mean(g, patch_valid.sum(1) >= 2).item())
-        return self.schedule.scale(step, score_gap=gap)
+        if self.cfg.noise.kind != "gap":
+            return self.schedule.scale(step)
+        per_gap = self.schedule.scale(step, score_gap=1.0)  # noise per unit of gap
+        with torch.no_grad():
+            return top1_gap(scores_m, patch_valid) * per_gap  # (B,)
 
     def _metrics(self, sc, scores_m, patch_valid, task_mask, det, noisy, n_sel, noise_scale):
         if not self.cfg.telemetry:
@@ -160,6 +165,11 @@ class TokenPruner(nn.Module):
     def extra_repr(self) -> str:
         c = self.cfg
         return f"width={self.width}, scorer={c.scorer}, budget={c.budget}, noise={c.noise.kind}"
+
+
+def _any_positive(scale: float | Tensor) -> bool:
+    """Whether to draw noise; per-sample scales always do (a zero scale adds exact zeros)."""
+    return isinstance(scale, Tensor) or scale > 0
 
 
 def straight_through(

@@ -72,8 +72,9 @@ class GapNoise(LinearNoise):
 
     U[0,1) * s flips a row's argmax between its top two patches only if s exceeds their
     gap; LightVLA's scale 1 against a gap of ~0.04 (problem.md §4) is 25 gaps, i.e. pure
-    random exploration. Here `scale` = how many gaps of noise at step 0. The pruner passes
-    the current batch's deterministic gap (`prune/score_top1_gap_det_mean`).
+    random exploration. Here `scale` = how many gaps of noise at step 0. The pruner
+    applies it per sample with the sample's own deterministic mean gap (the batch mean is
+    logged as `prune/score_top1_gap_det_mean`).
     """
 
     def _scale(self, step: int, score_gap: float | None) -> float:

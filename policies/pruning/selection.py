@@ -18,7 +18,6 @@ every budget is "the top-k patches by importance" with its own k.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -138,8 +137,3 @@ def gather_kept(patches: Tensor, keep: Tensor, buckets: tuple[int, ...]) -> tupl
     kept = patches.gather(1, index.unsqueeze(-1).expand(B, K, D))  # (B, K, D)
     kept = kept.masked_fill(~valid.unsqueeze(-1), 0)
     return kept, index, valid
-
-
-def ceil_ratio(ratio: float, n: int) -> int:
-    """Python twin of the keep_ratio count (for tests and callers that size buffers)."""
-    return math.ceil(n * ratio - 1e-9)

@@ -112,10 +112,15 @@ def build_pruner(cfg: PrunerConfig, width: int, seed: int = 0) -> TokenPruner:
 
 @torch.no_grad()
 def collapse_table(
-    *, width: int = 2048, batch: int = 4, seed: int = 0, variants=VARIANTS
+    *,
+    width: int = 2048,
+    batch: int = 4,
+    num_patches: int = 768,
+    seed: int = 0,
+    variants: tuple[tuple[str, PrunerConfig], ...] = VARIANTS,
 ) -> list[dict[str, float | str]]:
     """One row of eval-mode telemetry per scorer variant on the same synthetic batch."""
-    b = make_embeddings(batch=batch, width=width, seed=seed)
+    b = make_embeddings(batch=batch, num_patches=num_patches, width=width, seed=seed)
     rows = []
     for label, cfg in variants:
         r = build_pruner(cfg, width, seed)(b.patches, b.patch_valid, b.task, b.task_mask)
@@ -130,15 +135,18 @@ def collapse_table(
                 "score_abs_max": m["prune/score_abs_max_det_mean"],
                 "patches_std": m["prune/patches_std_mean"],
                 "task_std": m["prune/task_std_mean"],
+                "task_valid_len": m["prune/task_valid_len_mean"],
+                "kept_tokens": m["prune/kept_tokens_overall_mean"],
                 "healthy": "yes" if m["prune/argmax_union_mean"] >= HEALTHY_UNION else "no",
             }
         )
     return rows
 
 
-def format_table(rows: list[dict[str, float | str]]) -> str:
+def format_table(rows: list[dict[str, float | str]], num_patches: int = 768) -> str:
     """Markdown table: union / queries_std / top1_share (and more) per scorer."""
-    head = "| scorer | union of 768 | queries_std | top1_share | top1-top2 gap | |S| max |"
+    head = f"| scorer | union of {num_patches} | queries_std | top1_share | top1-top2 gap |"
+    head += " |S| max |"
     head += f" union >= {HEALTHY_UNION} |"
     lines = [head, "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -153,15 +161,16 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--width", type=int, default=2048, help="embedding width D")
     ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--patches", type=int, default=768, help="pooled patches N")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    rows = collapse_table(width=a.width, batch=a.batch, seed=a.seed)
+    rows = collapse_table(width=a.width, batch=a.batch, num_patches=a.patches, seed=a.seed)
     b = rows[0]
     print(
-        f"synthetic: B={a.batch} N=768 L=87 valid of 200, D={a.width}; "
+        f"synthetic: B={a.batch} N={a.patches} L=87 valid of 200, D={a.width}; "
         f"patches_std={b['patches_std']:.3f} task_std={b['task_std']:.3f}"
     )
-    print(format_table(rows))
+    print(format_table(rows, a.patches))
 
 
 if __name__ == "__main__":

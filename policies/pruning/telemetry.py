@@ -11,6 +11,7 @@ under torch.no_grad() and fetched with one host sync.
   training noise (in eval they equal the deterministic ones).
 - score_abs_max_det_mean / score_top1_gap_det_mean: max |S| over valid rows x columns /
   mean over valid rows of the top1 - top2 score (samples with >= 2 valid patches).
+- noise_scale: the training noise scale (batch mean for the per-sample "gap" schedule).
 - kept_tokens_overall_mean: what inference keeps (no noise, after the budget);
   kept_tokens_overall_mean_noisy: distinct patches the training slots selected;
   kept_ratio_overall_mean: per-sample kept / valid patches (no noise), batch mean.
@@ -85,7 +86,7 @@ def compute_metrics(
     det: Selection,
     noisy: Selection,
     selected_count: Tensor,
-    noise_scale: float,
+    noise_scale: float | Tensor,
 ) -> dict[str, float]:
     """All METRIC_NAMES as Python floats (see the module docstring)."""
     n_valid = patch_valid.sum(1)  # (B,)
@@ -107,8 +108,7 @@ def compute_metrics(
         det.count.float().mean(),
         selected_count.float().mean(),
         batch_mean(det.count.float() / n_valid.clamp_min(1), has_p),
+        torch.as_tensor(noise_scale, device=scores.device).float().mean(),
     ]
     floats = torch.stack([v.float() for v in values]).tolist()  # one host sync
-    out = dict(zip(METRIC_NAMES[:-1], floats))
-    out["prune/noise_scale"] = float(noise_scale)
-    return out
+    return dict(zip(METRIC_NAMES, floats))

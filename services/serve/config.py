@@ -65,5 +65,6 @@ class ServeConfig:
 
     @property
     def ws_url(self) -> str:
-        """What openpi-client's WebsocketClientPolicy(host=...) takes."""
-        return "ws" + self.url[len("http") :]
+        """What openpi-client's WebsocketClientPolicy(host=...) takes. Under a route prefix
+        the trailing slash matters: Starlette matches the websocket route "/" only then."""
+        return "ws" + self.url[len("http") :] + ("/" if self.route_prefix != "/" else "")

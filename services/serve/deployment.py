@@ -8,9 +8,11 @@ Differences from openpi's `websocket_policy_server.py`, on purpose:
   (protocol.py), not a traceback; the replica keeps serving everyone else;
 - an optional API key is checked (openpi's client sends it, openpi's server ignores it).
 The server knows the Policy only through `infer_batch`, `metadata` and `prune`.
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations` here: Ray pickles the class by value when
+`@serve.deployment` runs, so FastAPI resolves `WebSocket`/`Request` annotations from the
+pickled globals, and every helper the class uses must be defined above it.
+"""
 
 import asyncio
 import hmac
@@ -18,7 +20,6 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -47,6 +48,15 @@ def _failure(e: BaseException) -> Failure:
         return Failure(protocol.POLICY_VIOLATION, f"{type(e).__name__}: {e}")
     log.exception("inference failed")
     return Failure(protocol.INTERNAL_ERROR, "".join(traceback.format_exception(e)))
+
+
+async def _send_error(ws: WebSocket, failure: Failure) -> None:
+    """A text frame naming the problem, then a close (openpi-client raises on text frames)."""
+    try:
+        await ws.send_text(failure.message)
+        await ws.close(failure.code, protocol.close_reason(failure.message.splitlines()[-1]))
+    except Exception:  # the client is already gone
+        pass
 
 
 @serve.deployment
@@ -120,6 +130,11 @@ class PolicyDeployment:
     @app.websocket("/")
     async def websocket(self, ws: WebSocket) -> None:
         if not self._authorized(ws.headers):
+            if "websocket.http.response" in (ws.scope.get("extensions") or {}):
+                await ws.send_denial_response(
+                    PlainTextResponse("missing or wrong Authorization: Api-Key\n", 401)
+                )
+                return
             await ws.accept()
             # Refused before the metadata frame; openpi-client raises ConnectionClosedError
             # with this code and reason.
@@ -165,15 +180,6 @@ class PolicyDeployment:
                 result["server_timing"]["prev_total_ms"] = prev_total_time * 1000
             await ws.send_bytes(protocol.encode(result))
             prev_total_time = time.monotonic() - start_time
-
-
-async def _send_error(ws: WebSocket, failure: Failure) -> None:
-    """A text frame naming the problem, then a close (openpi-client raises on text frames)."""
-    try:
-        await ws.send_text(failure.message)
-        await ws.close(failure.code, protocol.close_reason(failure.message.splitlines()[-1]))
-    except Exception:  # the client is already gone
-        pass
 
 
 def build_app(cfg: ServeConfig):

@@ -79,8 +79,9 @@ def decode_observation(data: bytes, max_bytes: int) -> dict[str, Any]:
     except RequestError:
         raise
     except Exception as e:  # msgpack raises several types (ExtraData, StackError, ValueError)
+        detail = "nested too deeply" if isinstance(e, msgpack.StackError) else str(e)
         raise RequestError(
-            POLICY_VIOLATION, f"message is not msgpack-numpy: {type(e).__name__}: {e}"
+            POLICY_VIOLATION, f"message is not msgpack-numpy: {type(e).__name__}: {detail}"
         ) from e
     return check_mapping(obj)
 

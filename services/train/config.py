@@ -97,8 +97,7 @@ class TrainConfig:
     batch_size: int | None = None  # global batch, divisible by workers
     lr: float | None = None  # peak learning rate
     warmup_steps: int | None = None  # linear warmup steps
-    decay_steps: int | None = None  # step where the cosine decay ends (None here and in the
-    # preset: the run's last step)
+    decay_steps: int | None = None  # cosine decay ends at this step (tiny: the run's steps)
     decay_lr: float | None = None  # final learning rate of the cosine decay
     ema_decay: float | None = None  # EMA decay in (0, 1); 0 turns EMA off
     precision: str | None = None  # "float32" | "bfloat16"
@@ -131,6 +130,9 @@ class TrainConfig:
     wandb_mode: str = "offline"  # "offline" (files in RUN/wandb) | "online" | "disabled"
     wandb_project: str = "prunepi"  # wandb project name
     # -- debugging -------------------------------------------------------------------------
+    # end this invocation after this step, with a checkpoint, as a preempted job would; a
+    # later resume=True run continues to `steps` (None: run to `steps`)
+    stop_after: int | None = None
     fail_at_step: int | None = None  # rank 1 (0 alone) exits once at this step (fault test)
 
     # ---------------------------------------------------------------------------------------
@@ -159,6 +161,11 @@ class TrainConfig:
     def per_worker_batch(self) -> int:
         return self.batch_size // self.workers
 
+    @property
+    def last_step(self) -> int:
+        """The step this invocation ends at (`stop_after`, else `steps`)."""
+        return self.steps if self.stop_after is None else self.stop_after
+
     def validate(self) -> None:
         """Check a resolved config; ValueError names the field and the value."""
         if self.preset not in TRAIN_PRESETS:
@@ -171,11 +178,19 @@ class TrainConfig:
         _check(bool(self.data), "data", "a LeRobot dataset folder", self.data)
         _check(bool(self.out), "out", "a run folder", self.out)
         for name in ("workers", "steps", "batch_size", "save_every", "log_every"):
-            _check(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, ">= 1",
-                   getattr(self, name))
+            _check(
+                _is_int(getattr(self, name)) and getattr(self, name) >= 1,
+                name,
+                ">= 1",
+                getattr(self, name),
+            )
         for name in ("warmup_steps", "decay_steps", "loader_workers"):
-            _check(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, ">= 0",
-                   getattr(self, name))
+            _check(
+                _is_int(getattr(self, name)) and getattr(self, name) >= 0,
+                name,
+                ">= 0",
+                getattr(self, name),
+            )
         _check(
             self.batch_size % self.workers == 0,
             "batch_size",
@@ -226,13 +241,22 @@ class TrainConfig:
         for name in ("threads_per_worker", "ray_num_cpus"):
             v = getattr(self, name)
             _check(_is_int(v) and v >= 1, name, ">= 1", v)
-        _check(_is_int(self.max_failures) and self.max_failures >= -1, "max_failures",
-               ">= -1 (-1: unlimited)", self.max_failures)
+        _check(
+            _is_int(self.max_failures) and self.max_failures >= -1,
+            "max_failures",
+            ">= -1 (-1: unlimited)",
+            self.max_failures,
+        )
         if self.keep_checkpoints is not None:
-            _check(_is_int(self.keep_checkpoints) and self.keep_checkpoints >= 1,
-                   "keep_checkpoints", ">= 1 or None", self.keep_checkpoints)
-        _check(self.wandb_mode in WANDB_MODES, "wandb_mode", f"one of {WANDB_MODES}",
-               self.wandb_mode)
+            _check(
+                _is_int(self.keep_checkpoints) and self.keep_checkpoints >= 1,
+                "keep_checkpoints",
+                ">= 1 or None",
+                self.keep_checkpoints,
+            )
+        _check(
+            self.wandb_mode in WANDB_MODES, "wandb_mode", f"one of {WANDB_MODES}", self.wandb_mode
+        )
         if self.fail_at_step is not None:
             _check(
                 _is_int(self.fail_at_step) and 1 <= self.fail_at_step <= self.steps,
@@ -240,8 +264,19 @@ class TrainConfig:
                 f"in [1, steps={self.steps}]",
                 self.fail_at_step,
             )
-        _check(bool(self.asset_id) and "/" not in self.asset_id, "asset_id",
-               "a non-empty name without '/'", self.asset_id)
+        if self.stop_after is not None:
+            _check(
+                _is_int(self.stop_after) and 1 <= self.stop_after <= self.steps,
+                "stop_after",
+                f"in [1, steps={self.steps}]",
+                self.stop_after,
+            )
+        _check(
+            bool(self.asset_id) and "/" not in self.asset_id,
+            "asset_id",
+            "a non-empty name without '/'",
+            self.asset_id,
+        )
         try:
             self.pruning.validate()
         except ValueError as e:

@@ -69,6 +69,13 @@ def compute_norm_stats(root: str | Path) -> dict[str, NormStats]:
     }
 
 
+def open_dataset(root: str | Path, action_horizon: int):
+    """The LeRobot reader of envs/ (one sample: raw observation dict + `actions` (H, 7))."""
+    from envs.dataset import LeRobotDataset
+
+    return LeRobotDataset(root, action_horizon=action_horizon)
+
+
 # ---------------------------------------------------------------------------------------
 # Order
 
@@ -107,9 +114,7 @@ def data_position(num_samples: int, batch_size: int, step: int) -> dict[str, int
 # Batches
 
 
-def normalize_actions(
-    actions: np.ndarray, stats: NormStats, action_dim: int
-) -> torch.Tensor:
+def normalize_actions(actions: np.ndarray, stats: NormStats, action_dim: int) -> torch.Tensor:
     """(B, H, A_env) raw -> (B, H, action_dim) quantile-normalized, zero-padded."""
     a = stats.normalize(np.asarray(actions, dtype=np.float32))
     out = np.zeros((*a.shape[:-1], action_dim), dtype=np.float32)

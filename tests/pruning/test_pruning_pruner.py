@@ -30,14 +30,12 @@ def run(cfg, b, *, train, width=D, step=None, generator=None, pruner=None):
     return pruner(b.patches, b.patch_valid, b.task, b.task_mask, step=step, generator=generator)
 
 
-def kept_sets(r):
-    """Per sample: the set of kept (eval) patch indices."""
+def index_sets(r):
+    """Per sample: the patches kept (eval) or selected by the valid slots (train)."""
     return [set(r.index[i][r.valid[i]].tolist()) for i in range(r.index.shape[0])]
 
 
-def selected_sets(r):
-    """Per sample: the set of patches selected by valid slots (train)."""
-    return [set(r.index[i][r.valid[i]].tolist()) for i in range(r.index.shape[0])]
+kept_sets = selected_sets = index_sets
 
 
 # -- train / eval consistency ------------------------------------------------------------
@@ -61,7 +59,7 @@ def test_zero_noise_train_selection_equals_eval_kept_set(rand_batch, cfg, scorer
 
 
 def test_collapsed_input_zero_noise_consistency_with_budgets():
-    b = make_embeddings(batch=2, width=64, task_len=20, prompt_slots=32, seed=3)
+    b = make_embeddings(batch=2, num_patches=256, width=64, task_len=20, prompt_slots=32, seed=3)
     for budget in ("adaptive", "keep_tokens", "keep_ratio"):
         cfg = PrunerConfig(budget=budget, min_keep=3, noise=NO_NOISE)
         pruner = TokenPruner(cfg, 64)
@@ -306,7 +304,7 @@ def test_budgets_rank_the_union_first(rand_batch):
 
 
 def test_min_keep_raises_a_collapsed_union():
-    b = make_embeddings(batch=2, width=64, task_len=20, prompt_slots=32, seed=1)
+    b = make_embeddings(batch=2, num_patches=256, width=64, task_len=20, prompt_slots=32, seed=1)
     plain = run(PrunerConfig(), b, train=False, width=64)
     assert plain.kept_tokens.max() <= 3  # collapsed
     r = run(PrunerConfig(min_keep=12), b, train=False, width=64)
@@ -346,9 +344,9 @@ def test_ties_go_to_the_lowest_valid_index(rand_batch):
     b = rand_batch(masked={1: slice(0, 10)})
     b.patches[:] = b.patches[:, :1].clone()  # all patches identical -> all scores tie
     r = run(PrunerConfig(), b, train=False)
-    assert [s for s in kept_sets(r)] == [{0}, {10}, {0}]
+    assert kept_sets(r) == [{0}, {10}, {0}]
     r = run(PrunerConfig(budget="keep_tokens", keep_tokens=3), b, train=False)
-    assert [s for s in kept_sets(r)] == [{0, 1, 2}, {10, 11, 12}, {0, 1, 2}]
+    assert kept_sets(r) == [{0, 1, 2}, {10, 11, 12}, {0, 1, 2}]
     r = run(PrunerConfig(budget="keep_tokens", keep_tokens=3, noise=NO_NOISE), b, train=True)
     assert selected_sets(r) == [{0, 1, 2}, {10, 11, 12}, {0, 1, 2}]
 
@@ -359,7 +357,9 @@ def test_ties_go_to_the_lowest_valid_index(rand_batch):
 def test_no_query_norm_cannot_change_the_eval_kept_set(rand_batch):
     """Dropping the second RMSNorm scales each score row by a positive number."""
     batches = [rand_batch(seed=s) for s in range(3)]
-    batches.append(make_embeddings(batch=2, width=D, task_len=9, prompt_slots=12, seed=0))
+    batches.append(
+        make_embeddings(batch=2, num_patches=256, width=D, task_len=9, prompt_slots=12, seed=0)
+    )
     for b in batches:
         a = run(PrunerConfig(scorer="lightvla"), b, train=False)
         c = run(PrunerConfig(scorer="no_query_norm"), b, train=False)

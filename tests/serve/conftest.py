@@ -67,9 +67,16 @@ def session_port() -> int:
     return int(os.environ[PORT_ENV])
 
 
+# tests/rollout/conftest.py re-exports these fixtures, which gives pytest a second definition
+# of each: the session-wide objects are cached here so both share one checkpoint and one app.
+_SHARED: dict[str, object] = {}
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
+    if "checkpoint" not in _SHARED:
+        _SHARED["checkpoint"] = make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
+    return _SHARED["checkpoint"]
 
 
 @pytest.fixture(scope="session")
@@ -78,9 +85,8 @@ def local_ray():
     started = env.init_local_ray(num_cpus=2)
     yield
     if started:
-        from ray import serve
-
         import ray
+        from ray import serve
 
         serve.shutdown()
         ray.shutdown()
@@ -91,6 +97,9 @@ def served(local_ray, tiny_checkpoint):
     """The tiny checkpoint served by Ray Serve on loopback (app "test", route "/")."""
     from services.serve import ServeConfig, start_serve
 
+    if "served" in _SHARED:  # created by the other definition, which also stops it
+        yield _SHARED["served"]
+        return
     cfg = ServeConfig(
         checkpoint=str(tiny_checkpoint),
         port=session_port(),
@@ -100,6 +109,15 @@ def served(local_ray, tiny_checkpoint):
         max_message_bytes=1 << 20,
         app_name="test",
     )
-    handle = start_serve(cfg)
+    handle = _SHARED["served"] = start_serve(cfg)
     yield handle
+    del _SHARED["served"]
     handle.stop()
+
+
+@pytest.fixture(scope="session")
+def reference_policy(tiny_checkpoint):
+    """The same checkpoint in this process: what one-at-a-time answers look like."""
+    from policies.policy import Policy
+
+    return Policy.from_checkpoint(tiny_checkpoint)

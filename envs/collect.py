@@ -1,0 +1,270 @@
+"""Collect scripted-expert demonstrations on Ray actors into the LeRobot v2.1 layout.
+
+Each actor owns its environments and records whole episodes; a successful one is written by
+the actor to a staging parquet and only a small summary travels back, so the driver never
+holds images. Every attempt uses a layout seed derived from (seed, attempt number) outside
+the evaluation init states, and each task keeps its first `episodes_per_task` successes in
+attempt order, so the dataset is the same whatever order the actors finish in. The dataset is
+assembled in a temporary directory beside `out` and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from envs import lerobot_format as lf
+from envs.scene import CONTROL_HZ
+from envs.suites import SUITES
+
+RAY_ENV_DEFAULTS = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+RAY_OBJECT_STORE_BYTES = 512 * 1024**2
+_SEED_STRIDE = 1_000_000  # layout seed = seed * stride + attempt: disjoint across seeds
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """What `prunepi collect` collects."""
+
+    suite: str = "spatial"  # spatial / object / goal / long, or "all" for the four
+    episodes_per_task: int = 50  # successful demos kept per task (LIBERO has 50 per task)
+    out: pathlib.Path = pathlib.Path("data/prunepi_demos")  # dataset root to create
+    image_size: int = 224  # square camera resolution (openpi's LIBERO input is 224)
+    num_workers: int = 2  # Ray actors recording episodes in parallel
+    seed: int = 0  # base of the layout seeds: same seed and config, same dataset
+    max_attempts_per_demo: float = 3.0  # give up on a task after this many tries per demo
+    overwrite: bool = False  # replace an existing dataset at `out`
+    progress: bool = True  # show a tqdm progress bar
+
+    def __post_init__(self):
+        if self.suite != "all" and self.suite not in SUITES:
+            raise ValueError(
+                f"suite: unknown suite {self.suite!r}; expected one of {sorted(SUITES)} or 'all'"
+            )
+        for name in ("episodes_per_task", "num_workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int):
+            raise ValueError(f"image_size: expected an int >= 16, got {self.image_size!r}")
+        if self.image_size < 16:
+            raise ValueError(f"image_size: expected an int >= 16, got {self.image_size!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed: expected a non-negative int, got {self.seed!r}")
+        if self.max_attempts_per_demo < 1:
+            raise ValueError(
+                f"max_attempts_per_demo: expected >= 1, got {self.max_attempts_per_demo!r}"
+            )
+        object.__setattr__(self, "out", pathlib.Path(self.out))
+
+    @property
+    def suites(self) -> tuple[str, ...]:
+        """The suites to collect, in SUITES order."""
+        return tuple(SUITES) if self.suite == "all" else (self.suite,)
+
+
+class EpisodeWorker:
+    """Ray actor body: records expert episodes, writes the successful ones to staging."""
+
+    def __init__(self, image_size: int, staging: str):
+        self.image_size = image_size
+        self.staging = pathlib.Path(staging)
+        self._envs: dict[tuple[str, int], Any] = {}
+
+    def _env(self, suite: str, task_id: int):
+        import envs
+        from envs.experts import make_expert
+
+        key = (suite, task_id)
+        if key not in self._envs:
+            env = envs.make(suite, task_id, image_size=self.image_size)
+            self._envs[key] = (env, make_expert(env))
+        return self._envs[key]
+
+    def run(self, suite: str, task_id: int, attempt: int, layout_seed: int) -> dict[str, Any]:
+        from envs.demos import record_expert_episode
+
+        env, expert = self._env(suite, task_id)
+        demo = record_expert_episode(env, expert, layout_seed=layout_seed)
+        out: dict[str, Any] = {
+            "suite": suite,
+            "task_id": task_id,
+            "attempt": attempt,
+            "success": demo.success,
+            "length": demo.length,
+            "instruction": demo.instruction,
+        }
+        if demo.success:
+            table = lf.frame_table(
+                demo.images, demo.wrist_images, demo.states, demo.actions, CONTROL_HZ
+            )
+            path = self.staging / f"{suite}-{task_id}-{attempt:06d}.parquet"
+            pq.write_table(table, path)
+            out["path"] = str(path)
+            out["stats"] = demo.stats
+        return out
+
+    def close(self) -> None:
+        for env, _ in self._envs.values():
+            env.close()
+        self._envs.clear()
+
+
+def ensure_ray(num_cpus: int = 2) -> bool:
+    """Start a local Ray on 127.0.0.1 unless one is already running in this process.
+
+    Returns True when this call started it (the caller owns its shutdown).
+    """
+    for key, value in RAY_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    import ray
+
+    if ray.is_initialized():
+        return False
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        object_store_memory=RAY_OBJECT_STORE_BYTES,
+        _node_ip_address="127.0.0.1",
+        configure_logging=False,
+    )
+    return True
+
+
+@dataclass
+class _TaskProgress:
+    suite: str
+    task_id: int
+    instruction: str
+    next_attempt: int = 0
+    in_flight: int = 0
+    attempts: int = 0
+    successes: dict[int, dict[str, Any]] = field(default_factory=dict)  # attempt -> result
+
+
+def run_collect(cfg: CollectConfig) -> pathlib.Path:
+    """Collect `cfg.episodes_per_task` successful expert demos for every task of the suite(s)
+    and write the dataset to `cfg.out` (returned)."""
+    import ray
+    from tqdm import tqdm
+
+    out = cfg.out
+    if out.exists() and not cfg.overwrite:
+        raise FileExistsError(f"out: {out} already exists (set overwrite=True to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    staging = tmp / "staging"
+    staging.mkdir(parents=True)
+
+    started_ray = ensure_ray()
+    actors = []
+    try:
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        worker_cls = ray.remote(num_cpus=min(1.0, cpus / cfg.num_workers))(EpisodeWorker)
+        actors = [worker_cls.remote(cfg.image_size, str(staging)) for _ in range(cfg.num_workers)]
+        progress = [
+            _TaskProgress(suite, t.task_id, t.instruction)
+            for suite in cfg.suites
+            for t in SUITES[suite]
+        ]
+        n = cfg.episodes_per_task
+        max_attempts = int(np.ceil(n * cfg.max_attempts_per_demo)) + 10
+        bar = tqdm(total=n * len(progress), desc="collect", disable=not cfg.progress)
+        pending: dict[Any, tuple[_TaskProgress, Any]] = {}
+        idle = list(actors)
+
+        def dispatch() -> None:
+            for task in progress:
+                while idle and len(task.successes) + task.in_flight < n:
+                    if task.next_attempt >= max_attempts:
+                        raise RuntimeError(
+                            f"collect: the expert solved only {len(task.successes)} of "
+                            f"{task.attempts} attempts on {task.suite}-{task.task_id} "
+                            f"({task.instruction!r}); giving up"
+                        )
+                    actor = idle.pop()
+                    seed = cfg.seed * _SEED_STRIDE + task.next_attempt
+                    ref = actor.run.remote(task.suite, task.task_id, task.next_attempt, seed)
+                    pending[ref] = (task, actor)
+                    task.next_attempt += 1
+                    task.in_flight += 1
+
+        dispatch()
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            task, actor = pending.pop(done[0])
+            result = ray.get(done[0])
+            task.in_flight -= 1
+            task.attempts += 1
+            idle.append(actor)
+            if result["success"]:
+                task.successes[result["attempt"]] = result
+                if len(task.successes) <= n:
+                    bar.update(1)
+            dispatch()
+        bar.close()
+        _assemble(tmp, progress, cfg)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+        if started_ray:
+            ray.shutdown()
+        shutil.rmtree(staging, ignore_errors=True)
+
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out)
+    return out
+
+
+def _assemble(root: pathlib.Path, progress: list[_TaskProgress], cfg: CollectConfig) -> None:
+    """Turn the staged successful episodes into the final layout under `root`."""
+    feats = lf.features(cfg.image_size)
+    tasks = [t.instruction for t in progress]
+    episodes, stats_rows, stats = [], [], {}
+    index = 0
+    for task_index, task in enumerate(progress):
+        kept = [task.successes[a] for a in sorted(task.successes)[: cfg.episodes_per_task]]
+        for result in kept:
+            ep = len(episodes)
+            frames = pq.read_table(result["path"])
+            table = lf.finish_episode_table(frames, ep, index, task_index, feats)
+            lf.write_episode(root, table, ep)
+            length = table.num_rows
+            episodes.append({"episode_index": ep, "tasks": [task.instruction], "length": length})
+            ep_stats = dict(result["stats"])
+            ep_stats["timestamp"] = lf.vector_stats(np.arange(length) / CONTROL_HZ)
+            ep_stats["frame_index"] = lf.vector_stats(np.arange(length))
+            ep_stats["episode_index"] = lf.vector_stats(np.full(length, ep))
+            ep_stats["index"] = lf.vector_stats(np.arange(index, index + length))
+            ep_stats["task_index"] = lf.vector_stats(np.full(length, task_index))
+            stats_rows.append({"episode_index": ep, "stats": ep_stats})
+            index += length
+        stats[task.instruction] = {
+            "success_rate": len(task.successes) / max(task.attempts, 1),
+            "episodes": task.attempts,
+        }
+    meta = root / "meta"
+    meta.mkdir(parents=True, exist_ok=True)
+    info = lf.info_json(feats, len(episodes), index, len(tasks), CONTROL_HZ)
+    (meta / "info.json").write_text(json.dumps(info, indent=2))
+    lf.write_jsonl(meta / "episodes.jsonl", episodes)
+    lf.write_jsonl(meta / "tasks.jsonl", [{"task_index": i, "task": t} for i, t in enumerate(tasks)])
+    lf.write_jsonl(meta / "episodes_stats.jsonl", stats_rows)
+    (meta / "expert_stats.json").write_text(json.dumps({"tasks": stats}, indent=2))

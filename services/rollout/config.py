@@ -1,0 +1,65 @@
+"""`prunepi rollout` settings: one frozen dataclass, validated before Ray starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# openpi examples/libero/main.py waits 10 no-op steps of LIBERO's 220-520 for objects to fall
+# into place. Our envs already settle 0.1 s inside reset() and run 120-280 steps per episode,
+# so the same share of the spatial suite's budget (10/220 of 120) is 5 steps.
+DEFAULT_WARMUP_STEPS = 5
+# openpi's LIBERO_DUMMY_ACTION: no motion, gripper open (-1 opens ours too).
+NOOP_ACTION = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """Closed-loop evaluation of one policy on one suite, episodes spread over Ray actors."""
+
+    policy: str | None = None  # served policy "ws://HOST:PORT[/prefix/]" (openpi-client)
+    checkpoint: str | None = None  # or a checkpoint folder, loaded in-process by each worker
+    suite: str = "goal"  # envs.SUITES key: spatial | object | goal | long
+    tasks: tuple[int, ...] = ()  # task ids to run; () = every task of the suite
+    episodes_per_task: int = 10  # episode k starts from fixed initial state k (LIBERO)
+    out: str = "runs/rollout/RESULTS.json"  # results file (architecture.md format)
+    num_workers: int = 2  # Ray actors, each owning its environments and a policy client
+    num_cpus_per_worker: float = 1.0  # Ray CPUs per actor (rendering + in-process policy)
+    replan_steps: int = 5  # actions executed from each chunk before re-planning (openpi: 5)
+    num_warmup_steps: int = DEFAULT_WARMUP_STEPS  # no-op steps before the policy acts
+    max_steps: int | None = None  # policy steps per episode; None = the suite's envs.MAX_STEPS
+    seed: int = 7  # environment seed (openpi LIBERO: 7)
+    image_size: int | None = None  # rendered side in px; None = the policy's metadata size
+    video_dir: str | None = None  # write one video per episode here (envs.video.write_video)
+    prune: bool | None = None  # in-process only: None = checkpoint's setting, True/False force
+    api_key: str | None = None  # sent as `Authorization: Api-Key <key>` to a served policy
+
+    def validate(self) -> None:
+        """Raise ValueError naming the offending field and value."""
+        if (self.policy is None) == (self.checkpoint is None):
+            raise ValueError(
+                f"give exactly one of policy or checkpoint, got policy={self.policy!r} "
+                f"checkpoint={self.checkpoint!r}"
+            )
+        if self.policy is not None and not self.policy.startswith(("ws://", "wss://")):
+            raise ValueError(f"policy must be a ws://HOST:PORT URL, got {self.policy!r}")
+        if self.checkpoint is not None and not (Path(self.checkpoint) / "config.json").is_file():
+            raise ValueError(f"checkpoint must be a checkpoint folder, got {self.checkpoint!r}")
+        if self.policy is not None and self.prune is not None:
+            raise ValueError(
+                f"prune applies to an in-process checkpoint; a served policy prunes as its "
+                f"ServeConfig.prune says, got prune={self.prune!r} with policy={self.policy!r}"
+            )
+        for f in ("episodes_per_task", "num_workers", "replan_steps"):
+            if getattr(self, f) <= 0:
+                raise ValueError(f"{f} must be positive, got {getattr(self, f)}")
+        if self.num_warmup_steps < 0:
+            raise ValueError(f"num_warmup_steps must be >= 0, got {self.num_warmup_steps}")
+        if self.num_cpus_per_worker < 0:
+            raise ValueError(f"num_cpus_per_worker must be >= 0, got {self.num_cpus_per_worker}")
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise ValueError(f"max_steps must be positive or None, got {self.max_steps}")
+        if self.image_size is not None and self.image_size < 16:
+            raise ValueError(f"image_size must be >= 16 or None, got {self.image_size}")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks must not repeat, got {self.tasks}")

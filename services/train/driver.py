@@ -1,0 +1,223 @@
+"""The driver: `run_train(cfg) -> RUN`. Prepares what every worker shares, then runs Ray
+Train's `TorchTrainer` over `worker.train_loop_per_worker`.
+
+Once, in the driver (openpi computes norm stats in a separate script,
+scripts/compute_norm_stats.py, before training):
+  - the model config (preset, image size, precision, pruner; sizes from `init_from`),
+  - norm stats of the dataset's state and actions -> RUN/assets/<asset_id>/norm_stats.json,
+  - the tokenizer: the user's PaliGemma .model, or sentencepiece fitted on the task strings
+    -> RUN/assets/<asset_id>/tokenizer.model (copied into every checkpoint),
+  - for --resume: the latest checkpoint, verified (CheckpointError names the file/key).
+
+Ray: inside `ray job submit` (RAY_ADDRESS is set) or with RAY_ADDRESS exported, connect to
+that cluster (`ray.init(address="auto")`); else start an embedded Ray on 127.0.0.1
+(prunepi.env.init_local_ray) and shut it down afterwards. Ray's run folder IS the RUN
+folder (storage_path = RUN's parent, name = RUN's name), so the checkpoints rank 0 writes
+to RUN/checkpoints/<step>/ are Ray-managed checkpoints: FailureConfig restarts resume from
+them, CheckpointConfig(num_to_keep) prunes them. A multi-node cluster therefore needs RUN
+on storage every node sees (NFS), as Ray requires of a local storage_path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from policies.normalize import save_norm_stats
+from policies.pi05.checkpoint import MODEL_FILE, CheckpointError, config_from_checkpoint
+from policies.pi05.config import Pi05Config, get_preset
+from policies.policy import PolicyConfig
+from policies.tokenizer import PromptTokenizer, train_sentencepiece
+from prunepi import env
+from services.train.config import TrainConfig
+from services.train.data import compute_norm_stats, read_column, task_strings
+from services.train.state import list_checkpoints, verify_checkpoint
+
+RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train V2's run state in RUN/
+CONFIG_SNAPSHOT = "train_config.json"
+
+
+def model_config(cfg: TrainConfig) -> Pi05Config:
+    """Preset sizes (or `init_from`'s), image size, precision, and the pruner with its noise
+    schedule spanning the run (LightVLA: `1 - step / max_steps`)."""
+    mc = get_preset(cfg.model_preset)
+    if cfg.image_size is not None:
+        mc = dataclasses.replace(
+            mc, vision=dataclasses.replace(mc.vision, image_size=cfg.image_size)
+        )
+    if cfg.init_from:
+        path = Path(cfg.init_from)
+        mc = config_from_checkpoint(path / MODEL_FILE if path.is_dir() else path, mc)
+    pruning = cfg.pruning
+    if cfg.noise_steps_from_run:
+        pruning = dataclasses.replace(
+            pruning, noise=dataclasses.replace(pruning.noise, total_steps=cfg.steps)
+        )
+    mc = dataclasses.replace(mc, dtype=cfg.precision, pruning=pruning)
+    mc.validate()
+    return mc
+
+
+def prepare_assets(
+    cfg: TrainConfig, run: Path, model_cfg: Pi05Config
+) -> tuple[PolicyConfig, Path, Path]:
+    """-> policy config, norm_stats.json, tokenizer.model (reused when RUN has them)."""
+    data = Path(cfg.data)
+    state_dim = read_column(data, "state").shape[1]
+    action_dim = read_column(data, "actions").shape[1]
+    if action_dim > model_cfg.action_dim:
+        raise ValueError(
+            f"dataset actions have {action_dim} dims, more than model action_dim "
+            f"{model_cfg.action_dim}"
+        )
+    policy_cfg = PolicyConfig(asset_id=cfg.asset_id, state_dim=state_dim, env_action_dim=action_dim)
+    assets = run / "assets" / cfg.asset_id
+    stats_path = assets / "norm_stats.json"
+    if not stats_path.is_file():
+        save_norm_stats(compute_norm_stats(data), stats_path)
+    tok_path = assets / policy_cfg.tokenizer_file
+    if not tok_path.is_file():
+        assets.mkdir(parents=True, exist_ok=True)
+        if cfg.tokenizer_path:
+            shutil.copyfile(cfg.tokenizer_path, tok_path)
+        else:
+            train_sentencepiece(task_strings(data), tok_path, model_cfg.vocab_size)
+    vocab = PromptTokenizer(tok_path, model_cfg.max_token_len).vocab_size
+    if vocab > model_cfg.vocab_size:
+        raise ValueError(
+            f"tokenizer {cfg.tokenizer_path or tok_path} has {vocab} pieces, more than the "
+            f"model's vocab_size {model_cfg.vocab_size}"
+        )
+    return policy_cfg, stats_path, tok_path
+
+
+def prepare_resume(cfg: TrainConfig, run: Path, model_cfg: Pi05Config) -> dict[str, Any] | None:
+    """Pick (and verify) the checkpoint to resume from; refuse to overwrite a run."""
+    found = list_checkpoints(run)
+    if found and not cfg.resume:
+        raise ValueError(
+            f"train.out {run} already holds checkpoints (latest: step {found[-1][0]}); pass "
+            f"resume=True to continue that run, or choose another out"
+        )
+    if not found:
+        if cfg.resume:
+            print(f"[train] resume: {run} has no checkpoint yet; starting at step 0", flush=True)
+        # A fresh run: forget Ray state and fault markers left by an earlier attempt.
+        (run / RAY_SNAPSHOT).unlink(missing_ok=True)
+        for marker in run.glob(".fail_at_step_*.done"):
+            marker.unlink()
+        return None
+    folder = found[-1][1]
+    state = verify_checkpoint(folder, model_cfg, ema=cfg.ema_decay is not None)
+    old = state.get("train_config", {})
+    changed = [k for k in ("batch_size", "seed", "data") if k in old and old[k] != getattr(cfg, k)]
+    if changed:
+        print(f"[train] resume: {changed} changed since the checkpoint: the data order differs")
+    return {"path": str(folder), "step": state["step"]}
+
+
+def connect_ray(cfg: TrainConfig) -> bool:
+    """Connect to the cluster (job / RAY_ADDRESS) or start a local Ray; True if we own it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address="auto", log_to_driver=True)
+        return True  # our connection (the cluster itself lives on)
+    return env.init_local_ray(num_cpus=cfg.ray_num_cpus)
+
+
+def use_gpu(cfg: TrainConfig) -> bool:
+    import ray
+
+    if cfg.device == "cpu":
+        return False
+    if cfg.device == "cuda":
+        return True
+    return ray.cluster_resources().get("GPU", 0) >= cfg.workers
+
+
+def absolute(cfg: TrainConfig) -> TrainConfig:
+    """Workers run in other folders (a job's working dir, Ray's session dir)."""
+
+    def ab(p: str) -> str:
+        return str(Path(p).expanduser().resolve()) if p else p
+
+    return dataclasses.replace(
+        cfg,
+        data=ab(cfg.data),
+        out=ab(cfg.out),
+        init_from=ab(cfg.init_from),
+        tokenizer_path=ab(cfg.tokenizer_path),
+    )
+
+
+def run_train(cfg: TrainConfig) -> Path:
+    """Train; returns the RUN folder (checkpoints/<step>/, metrics.jsonl, wandb/)."""
+    env.apply_defaults()
+    cfg = absolute(cfg.resolved())
+    cfg.validate()
+    for name in ("data", "init_from", "tokenizer_path"):
+        path = getattr(cfg, name)
+        if path and not Path(path).exists():
+            raise FileNotFoundError(f"train.{name} does not exist: {path}")
+    run = Path(cfg.out)
+    run.mkdir(parents=True, exist_ok=True)
+    model_cfg = model_config(cfg)
+    resume = prepare_resume(cfg, run, model_cfg)
+    if resume is not None and resume["step"] >= cfg.last_step:
+        print(f"[train] {run} is already at step {resume['step']} >= {cfg.last_step}")
+        return run
+    policy_cfg, stats_path, tok_path = prepare_assets(cfg, run, model_cfg)
+    (run / CONFIG_SNAPSHOT).write_text(
+        json.dumps({"train": cfg.to_dict(), "model": model_cfg.to_dict()}, indent=1)
+    )
+    plan = {
+        "run": str(run),
+        "model": model_cfg.to_dict(),
+        "policy": dataclasses.asdict(policy_cfg),
+        "norm_stats": str(stats_path),
+        "tokenizer": str(tok_path),
+        "resume_from": resume["path"] if resume else None,
+    }
+
+    import ray
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from services.train.worker import train_loop_per_worker
+
+    owned = connect_ray(cfg)
+    try:
+        gpu = use_gpu(cfg)
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"cfg": cfg.to_dict(), "plan": plan},
+            torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=cfg.workers,
+                use_gpu=gpu,
+                resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if gpu else {})},
+            ),
+            run_config=ray.train.RunConfig(
+                name=run.name,
+                storage_path=str(run.parent),
+                failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+            ),
+        )
+        result = trainer.fit()
+        if result.error is not None:
+            raise result.error
+    finally:
+        if owned:
+            ray.shutdown()
+    return run
+
+
+__all__ = ["CheckpointError", "model_config", "run_train"]

@@ -1,0 +1,90 @@
+"""A tiny search on a real local Ray: Tune trials that fine-tune (Ray Train inside the
+trial) and roll out, then the trials table, Pareto plot and best config; and a restore."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tune.config import TuneConfig
+from tune.objective import pareto_front, scalarize
+from tune.space import ABLATION, pruner_config, trial_params
+from tune.trial import rung_steps
+
+pytestmark = pytest.mark.ray
+
+
+def test_rung_steps_end_at_total():
+    assert rung_steps(300, 3) == [100, 200, 300]
+    assert rung_steps(2, 3) == [1, 2]
+
+
+def test_pareto_front_and_scalarization():
+    rows = [
+        {"success_rate": 0.9, "kept_tokens_mean": 100.0},
+        {"success_rate": 0.8, "kept_tokens_mean": 20.0},
+        {"success_rate": 0.7, "kept_tokens_mean": 50.0},  # dominated by the second
+        {"success_rate": 0.2, "kept_tokens_mean": 2.0},
+    ]
+    front = pareto_front(rows)
+    assert [r["kept_tokens_mean"] for r in front] == [2.0, 20.0, 100.0]
+    assert scalarize({"success_rate": 0.8, "kept_ratio": 0.4}, 0.25) == pytest.approx(0.7)
+
+
+def test_every_ablation_variant_is_a_valid_pruner():
+    for name in ABLATION:
+        cfg = pruner_config(trial_params({"variant": name}), total_steps=10)
+        assert cfg.enabled
+
+
+def test_validation_names_field():
+    with pytest.raises(ValueError, match="tune.searcher"):
+        TuneConfig(data="x", searcher="grid").validate()
+    with pytest.raises(ValueError, match="tune.steps"):
+        TuneConfig(data="x", steps=1, rungs=2).validate()
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory):
+    from envs.collect import CollectConfig, run_collect
+
+    out = tmp_path_factory.mktemp("tune_data") / "demos"
+    return run_collect(
+        CollectConfig(suite="spatial", episodes_per_task=1, out=str(out), image_size=64,
+                      num_workers=1, seed=0)
+    )
+
+
+def test_tiny_search_then_restore(demos, tmp_path):
+    from tune.driver import run_tune
+
+    cfg = TuneConfig(
+        data=str(demos),
+        out=str(tmp_path / "tune"),
+        trials=2,
+        searcher="random",
+        steps=2,
+        rungs=1,
+        suite="spatial",
+        episodes_per_task=1,
+        rollout_tasks=(0,),
+        max_rollout_steps=5,
+        image_size=28,
+        report_dir=str(tmp_path / "reports"),
+    )
+    out = run_tune(cfg)
+    rows = out["rows"]
+    assert len(rows) == 2 and out["errors"] == 0
+    for r in rows:
+        assert 0.0 <= r["success_rate"] <= 1.0 and r["kept_tokens_mean"] > 0
+        assert r["step"] == 2
+    table = json.loads((tmp_path / "tune" / "trials.json").read_text())
+    assert len(table) == 2
+    assert (tmp_path / "tune" / "trials.csv").read_text().count("\n") == 3
+    assert (tmp_path / "tune" / "pareto.png").stat().st_size > 0
+    best = json.loads((tmp_path / "tune" / "best_train_config.json").read_text())
+    assert best["train"]["pruning"]["enabled"] is True
+    # The same command again restores the finished experiment instead of starting over.
+    again = run_tune(cfg)
+    assert len(again["rows"]) == 2

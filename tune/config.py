@@ -1,0 +1,72 @@
+"""`prunepi tune`: which pruning settings keep the fewest tokens without losing success?
+
+Two experiments:
+  - "search": a multi-objective search (success up, kept tokens down) over the noise
+    schedule, noise scale, keep budget, `min_keep` and scorer;
+  - "noise-ablation": LightVLA's three variants (no noise, constant, linear decay) plus our
+    collapse cures, each trained and rolled out once (reports/noise_ablation.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+EXPERIMENTS = ("search", "noise-ablation")
+SEARCHERS = ("optuna", "random", "pbt")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """Ray Tune over pruning settings; every trial = Ray Train fine-tune + rollouts."""
+
+    preset: str = "tiny"  # training preset (services.train TRAIN_PRESETS)
+    data: str = ""  # LeRobot dataset folder to train on (`prunepi collect` writes one)
+    out: str = "runs/tune"  # TUNE folder: trials.csv/json, pareto.png, best_train_config.json
+    experiment: str = "search"  # "search" | "noise-ablation"
+    trials: int = 8  # trials of the search (the ablation runs one trial per variant)
+    searcher: str = "optuna"  # "optuna" (multi-objective TPE) | "random" | "pbt" (schedule)
+    steps: int = 300  # training steps per trial
+    rungs: int = 3  # evaluations per trial (train steps/rungs, roll out, report, continue)
+    suite: str = "spatial"  # rollout suite (envs.SUITES)
+    episodes_per_task: int = 3  # rollout episodes per task at every rung
+    rollout_tasks: tuple[int, ...] = ()  # task ids to roll out; () = every task of the suite
+    max_rollout_steps: int | None = None  # policy steps per episode; None = the suite's limit
+    rollout_workers: int = 1  # Ray actors rolling out each trial's checkpoint
+    kept_weight: float = 0.25  # scalarization: score = success_rate - kept_weight * kept_ratio
+    max_concurrent_trials: int = 1  # trials in flight (2 local CPUs fit one)
+    trial_cpus: float = 0.0  # CPUs held by each trial's driver (its Train workers ask their own)
+    train_workers: int = 1  # Ray Train workers per trial
+    gpus_per_worker: float = 0.0  # fractional GPUs per Train worker on a cluster (0: CPU)
+    grace_rungs: int = 1  # ASHA: rungs every trial gets before it may be stopped
+    seed: int = 0  # searcher and training seed
+    resume: bool = True  # restore an interrupted search in `out` (Tuner.restore)
+    ray_num_cpus: int = 2  # CPUs of the embedded local Ray (ignored on a cluster)
+    image_size: int | None = None  # override the model's image side (train and rollout)
+    report_dir: str = "reports"  # noise-ablation writes noise_ablation.md (+ .png) here
+
+    def validate(self) -> None:
+        def bad(name: str, rule: str) -> ValueError:
+            return ValueError(f"tune.{name} must be {rule}, got {getattr(self, name)!r}")
+
+        if self.experiment not in EXPERIMENTS:
+            raise bad("experiment", f"one of {EXPERIMENTS}")
+        if self.searcher not in SEARCHERS:
+            raise bad("searcher", f"one of {SEARCHERS}")
+        if not self.data:
+            raise bad("data", "a LeRobot dataset folder")
+        for name in ("trials", "steps", "rungs", "episodes_per_task", "rollout_workers",
+                     "max_concurrent_trials", "train_workers", "grace_rungs"):
+            if getattr(self, name) < 1:
+                raise bad(name, ">= 1")
+        if self.steps < self.rungs:
+            raise bad("steps", f">= rungs ({self.rungs})")
+        if self.kept_weight < 0:
+            raise bad("kept_weight", ">= 0")
+        for name in ("trial_cpus", "gpus_per_worker"):
+            if getattr(self, name) < 0:
+                raise bad(name, ">= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

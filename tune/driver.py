@@ -1,0 +1,205 @@
+"""`run_tune(cfg)`: the Ray Tune driver and what it leaves in TUNE/.
+
+TUNE/trials.csv, TUNE/trials.json   one row per trial: parameters, success, kept tokens
+TUNE/pareto.png                     success against kept tokens, Pareto front marked
+TUNE/best_train_config.json         the best trial as a training config
+                                    (`prunepi train --config-json TUNE/best_train_config.json`)
+TUNE/tune/<experiment>/             Ray Tune's experiment state (an interrupted search
+                                    resumes from it with Tuner.restore)
+TUNE/trials/<trial id>/             each trial's training run and rollout results
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from prunepi import env
+from tune.config import TuneConfig
+from tune.objective import pareto_front
+from tune.space import DEFAULTS, ablation_space, pbt_mutations, search_space, trial_params
+from tune.trial import run_trial, train_config
+
+RESULT_KEYS = (
+    "success_rate",
+    "kept_tokens_mean",
+    "kept_ratio",
+    "score",
+    "step",
+    "train_loss",
+    "train_kept_tokens",
+    "train_argmax_union",
+    "train_queries_std",
+)
+
+
+def _searcher_and_scheduler(cfg: TuneConfig):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+    from ray.tune.search.optuna import OptunaSearch
+
+    if cfg.experiment == "noise-ablation":
+        return BasicVariantGenerator(), FIFOScheduler()
+    asha = ASHAScheduler(
+        time_attr="training_iteration",
+        metric="score",
+        mode="max",
+        max_t=cfg.rungs,
+        grace_period=min(cfg.grace_rungs, cfg.rungs),
+    )
+    if cfg.searcher == "optuna":
+        # Multi-objective TPE over (success up, kept tokens down): a real Pareto search.
+        search = OptunaSearch(
+            metric=["success_rate", "kept_tokens_mean"], mode=["max", "min"], seed=cfg.seed
+        )
+        return search, asha
+    if cfg.searcher == "random":
+        return BasicVariantGenerator(random_state=cfg.seed), asha
+    pbt = PopulationBasedTraining(
+        time_attr="training_iteration",
+        metric="score",
+        mode="max",
+        perturbation_interval=1,
+        hyperparam_mutations=pbt_mutations(),
+        seed=cfg.seed,
+    )
+    return BasicVariantGenerator(random_state=cfg.seed), pbt
+
+
+def build_tuner(cfg: TuneConfig, storage: Path):
+    from ray import tune
+
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, tune_cfg=cfg.to_dict()), {"cpu": cfg.trial_cpus}
+    )
+    name = cfg.experiment
+    if cfg.resume and tune.Tuner.can_restore(str(storage / name)):
+        print(f"[tune] resuming the interrupted search in {storage / name}")
+        return tune.Tuner.restore(str(storage / name), trainable, resume_errored=True)
+    search, scheduler = _searcher_and_scheduler(cfg)
+    ablation = cfg.experiment == "noise-ablation"
+    return tune.Tuner(
+        trainable,
+        param_space=ablation_space() if ablation else search_space(cfg.searcher),
+        tune_config=tune.TuneConfig(
+            search_alg=search,
+            scheduler=scheduler,
+            num_samples=1 if ablation else cfg.trials,
+            max_concurrent_trials=cfg.max_concurrent_trials,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(storage),
+            failure_config=tune.FailureConfig(max_failures=1),
+            verbose=1,
+        ),
+    )
+
+
+def collect_rows(results) -> list[dict[str, Any]]:
+    rows = []
+    for r in results:
+        if r.metrics is None or "success_rate" not in r.metrics:
+            continue
+        params = trial_params(r.config)
+        row = {"trial_id": r.metrics.get("trial_id", ""), **params}
+        row.update({k: r.metrics.get(k) for k in RESULT_KEYS})
+        row["rungs_done"] = r.metrics.get("training_iteration")
+        rows.append(row)
+    return sorted(rows, key=lambda x: -(x["score"] or 0))
+
+
+def write_table(rows: list[dict[str, Any]], out: Path) -> None:
+    (out / "trials.json").write_text(json.dumps(rows, indent=1))
+    cols = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("trial_id", "variant"), k))
+    with open(out / "trials.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def plot_pareto(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    front = pareto_front(rows)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter([r["kept_tokens_mean"] for r in rows], [r["success_rate"] for r in rows],
+               c="tab:blue", label="trials")
+    ax.plot([r["kept_tokens_mean"] for r in front], [r["success_rate"] for r in front],
+            "o-", c="tab:red", label="Pareto front")
+    for r in rows:
+        if r.get("variant"):
+            ax.annotate(r["variant"], (r["kept_tokens_mean"], r["success_rate"]), fontsize=7)
+    ax.set_xlabel("kept patch tokens (mean per inference)")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def export_best(cfg: TuneConfig, rows: list[dict[str, Any]], out: Path) -> Path | None:
+    if not rows:
+        return None
+    best = rows[0]
+    params = {k: best[k] for k in DEFAULTS}
+    tc = dataclasses.replace(
+        train_config(cfg, params, out / "best", cfg.steps), resume=False, stop_after=None,
+        out="runs/train_best", save_every=None, log_every=None, wandb_mode="offline",
+        keep_checkpoints=None,
+    )
+    path = out / "best_train_config.json"
+    body = {"train": tc.to_dict(), "trial": best}
+    path.write_text(json.dumps(body, indent=1))
+    return path
+
+
+def run_tune(cfg: TuneConfig) -> dict[str, Any]:
+    cfg.validate()
+    env.apply_defaults()
+    out = Path(cfg.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = dataclasses.replace(cfg, out=str(out), data=str(Path(cfg.data).resolve()))
+    import ray
+
+    owned = False
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(address="auto")
+            owned = True
+        else:
+            owned = env.init_local_ray(num_cpus=cfg.ray_num_cpus)
+    try:
+        results = build_tuner(cfg, out / "tune").fit()
+    finally:
+        if owned:
+            ray.shutdown()
+    rows = collect_rows(results)
+    write_table(rows, out)
+    if rows:
+        plot_pareto(rows, out / "pareto.png", f"prunepi tune: {cfg.experiment}")
+    best = export_best(cfg, rows, out)
+    if cfg.experiment == "noise-ablation":
+        from tune.report import write_ablation_report
+
+        write_ablation_report(cfg, rows, out)
+    _print(rows)
+    return {"rows": rows, "best": str(best) if best else None, "errors": results.num_errors}
+
+
+def _print(rows: list[dict[str, Any]]) -> None:
+    print(f"{'trial':<28} {'scorer':<9} {'schedule':<9} {'budget':<11} "
+          f"{'success':>7} {'kept':>7} {'score':>6}")
+    for r in rows:
+        name = r.get("variant") or r["trial_id"]
+        print(f"{name[:28]:<28} {r['scorer']:<9} {r['schedule']:<9} {r['budget']:<11} "
+              f"{r['success_rate']:>7.2f} {r['kept_tokens_mean']:>7.1f} {r['score']:>6.3f}")

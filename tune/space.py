@@ -1,0 +1,97 @@
+"""Search space over pruning settings, and the noise-ablation variants.
+
+A trial's parameters are a flat dict of plain values (what Tune samples and what the
+trials table shows); `pruner_config` turns them into a `PrunerConfig`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from policies.pruning.config import NoiseScheduleConfig, PrunerConfig
+
+SCHEDULES = ("none", "constant", "linear", "gap")
+BUDGETS = ("adaptive", "keep_ratio", "keep_tokens")
+SCORERS = ("lightvla", "residual", "lowrank")
+
+
+def search_space(searcher: str) -> dict[str, Any]:
+    """Tune distributions. PBT mutates only the noise scale/schedule (its 'hyperparameter
+    schedule'); the others are sampled once per trial."""
+    from ray import tune
+
+    return {
+        "schedule": tune.choice(SCHEDULES),
+        "noise_scale": tune.loguniform(0.05, 2.0),
+        "budget": tune.choice(BUDGETS),
+        "keep_ratio": tune.uniform(0.05, 0.5),
+        "keep_tokens": tune.randint(4, 64),
+        "min_keep": tune.choice([1, 4, 8]),
+        "scorer": tune.choice(SCORERS),
+    }
+
+
+def pbt_mutations() -> dict[str, Any]:
+    from ray import tune
+
+    return {"noise_scale": tune.loguniform(0.05, 2.0), "schedule": list(SCHEDULES)}
+
+
+# LightVLA's ablation (references.md §2: no noise, constant, linear decay) on its faithful
+# scorer, then the cures problem.md §4 proposes: patch-aware queries, learned low-rank
+# projections, noise calibrated to the score gap, and an explicit budget.
+ABLATION: dict[str, dict[str, Any]] = {
+    "lightvla / no noise": {"scorer": "lightvla", "schedule": "none"},
+    "lightvla / constant 0.5": {"scorer": "lightvla", "schedule": "constant", "noise_scale": 0.5},
+    "lightvla / linear": {"scorer": "lightvla", "schedule": "linear"},
+    "residual / linear": {"scorer": "residual", "schedule": "linear"},
+    "lowrank / linear": {"scorer": "lowrank", "schedule": "linear"},
+    "lightvla / gap x2": {"scorer": "lightvla", "schedule": "gap", "noise_scale": 2.0},
+    "lightvla / keep_ratio 0.15": {
+        "scorer": "lightvla", "schedule": "linear", "budget": "keep_ratio", "keep_ratio": 0.15
+    },
+}
+
+DEFAULTS: dict[str, Any] = {
+    "schedule": "linear",
+    "noise_scale": 1.0,
+    "budget": "adaptive",
+    "keep_ratio": 0.15,
+    "keep_tokens": 16,
+    "min_keep": 1,
+    "scorer": "lightvla",
+}
+
+
+def ablation_space() -> dict[str, Any]:
+    from ray import tune
+
+    return {"variant": tune.grid_search(list(ABLATION))}
+
+
+def trial_params(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's full parameter set: defaults <- ablation variant <- sampled values."""
+    params = dict(DEFAULTS)
+    if "variant" in config:
+        params.update(ABLATION[config["variant"]])
+        params["variant"] = config["variant"]
+    params.update({k: v for k, v in config.items() if k in DEFAULTS})
+    return params
+
+
+def pruner_config(params: dict[str, Any], total_steps: int) -> PrunerConfig:
+    cfg = PrunerConfig(
+        enabled=True,
+        scorer=params["scorer"],
+        budget=params["budget"],
+        keep_ratio=float(params["keep_ratio"]),
+        keep_tokens=int(params["keep_tokens"]),
+        min_keep=int(params["min_keep"]),
+        noise=NoiseScheduleConfig(
+            kind=params["schedule"],
+            scale=float(params["noise_scale"]),
+            total_steps=max(1, total_steps),
+        ),
+    )
+    cfg.validate()
+    return cfg

@@ -1,0 +1,122 @@
+"""One Tune trial: fine-tune with one pruning setting, judged by closed-loop rollouts.
+
+Ray's recommended Train-inside-Tune pattern (Ray Train V2 user guide, "Hyperparameter
+Tuning with Ray Tune"): the trial function is a light driver that launches a Ray Train run
+(`services.train.run_train` -> `TorchTrainer`) and reports to Tune. We train in `rungs`
+segments (`stop_after`, then `resume`) over ONE schedule spanning all `steps`; after each
+segment the newest checkpoint is rolled out on the suite and the trial reports success
+and kept tokens. Tune's scheduler can stop a trial after any rung (early stopping on
+intermediate results), and PBT can hand a trial another trial's checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from services.rollout.config import RolloutConfig
+from services.rollout.driver import run_rollout
+from services.train.config import TrainConfig
+from services.train.driver import run_train
+from services.train.state import list_checkpoints
+from tune.config import TuneConfig
+from tune.objective import scalarize
+from tune.space import pruner_config, trial_params
+
+
+def rung_steps(steps: int, rungs: int) -> list[int]:
+    """Step at which each rung ends: evenly spaced, the last at `steps`."""
+    return sorted({max(1, round(steps * (r + 1) / rungs)) for r in range(rungs)})
+
+
+def train_config(cfg: TuneConfig, params: dict[str, Any], run: Path, stop: int) -> TrainConfig:
+    return TrainConfig(
+        preset=cfg.preset,
+        data=cfg.data,
+        out=str(run),
+        workers=cfg.train_workers,
+        resume=True,
+        steps=cfg.steps,
+        stop_after=stop,
+        save_every=stop,  # only rung ends are kept for evaluation
+        log_every=max(1, cfg.steps // 50),
+        pruning=pruner_config(params, cfg.steps),
+        noise_steps_from_run=True,  # the schedule spans the whole trial, not one rung
+        seed=cfg.seed,
+        image_size=cfg.image_size,
+        device="cuda" if cfg.gpus_per_worker > 0 else "cpu",
+        wandb_mode="disabled",  # a trial's metrics go to RUN/metrics.jsonl and to Tune
+        keep_checkpoints=2,
+    )
+
+
+def last_metrics(run: Path) -> dict[str, float]:
+    """The last logged training metrics of a run (train/loss, prune/*)."""
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return {}
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def adopt_checkpoint(src: Path, run: Path) -> None:
+    """PBT exploit: continue from another trial's checkpoint (copied into this RUN)."""
+    for step, folder in list_checkpoints(run):
+        shutil.rmtree(folder)
+    dst = run / "checkpoints" / src.name
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src, dst)
+
+
+def run_trial(config: dict[str, Any], tune_cfg: dict[str, Any]) -> None:
+    """Tune function trainable (wrapped with `tune.with_parameters`)."""
+    from ray import tune
+    from ray.tune import Checkpoint
+
+    cfg = TuneConfig(**{**tune_cfg, "rollout_tasks": tuple(tune_cfg["rollout_tasks"])})
+    params = trial_params(config)
+    ctx = tune.get_context()
+    run = Path(cfg.out).resolve() / "trials" / ctx.get_trial_id()
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "params.json").write_text(json.dumps(params, indent=1))
+    given = tune.get_checkpoint()
+    if given is not None:  # PBT exploit (a restore finds its own checkpoints in RUN)
+        with given.as_directory() as d:
+            if Path(d).resolve().parent.parent != run:
+                adopt_checkpoint(Path(d), run)
+    done = max((s for s, _ in list_checkpoints(run)), default=0)
+    for stop in rung_steps(cfg.steps, cfg.rungs):
+        if stop <= done:
+            continue
+        run_train(train_config(cfg, params, run, stop))
+        ckpt = run / "checkpoints" / str(stop)
+        results = run_rollout(
+            RolloutConfig(
+                checkpoint=str(ckpt),
+                suite=cfg.suite,
+                tasks=cfg.rollout_tasks,
+                episodes_per_task=cfg.episodes_per_task,
+                out=str(run / f"rollout_{stop}.json"),
+                num_workers=cfg.rollout_workers,
+                max_steps=cfg.max_rollout_steps,
+                image_size=cfg.image_size,
+                seed=7,
+            )
+        )
+        train = last_metrics(run)
+        metrics = {
+            "step": stop,
+            "success_rate": results["success_rate"],
+            "kept_tokens_mean": results["kept_tokens_mean"],
+            "total_tokens": results["total_tokens"],
+            "kept_ratio": results["kept_tokens_mean"] / max(1, results["total_tokens"]),
+            "train_loss": train.get("train/loss", float("nan")),
+            "train_kept_tokens": train.get("prune/kept_tokens_overall_mean", float("nan")),
+            "train_argmax_union": train.get("prune/argmax_union_mean", float("nan")),
+            "train_queries_std": train.get("prune/queries_std_mean", float("nan")),
+        }
+        metrics["score"] = scalarize(metrics, cfg.kept_weight)
+        report_ckpt = Checkpoint.from_directory(str(ckpt)) if cfg.searcher == "pbt" else None
+        tune.report(metrics, checkpoint=report_ckpt)
