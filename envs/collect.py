@@ -265,6 +265,8 @@ def _assemble(root: pathlib.Path, progress: list[_TaskProgress], cfg: CollectCon
     info = lf.info_json(feats, len(episodes), index, len(tasks), CONTROL_HZ)
     (meta / "info.json").write_text(json.dumps(info, indent=2))
     lf.write_jsonl(meta / "episodes.jsonl", episodes)
-    lf.write_jsonl(meta / "tasks.jsonl", [{"task_index": i, "task": t} for i, t in enumerate(tasks)])
+    lf.write_jsonl(
+        meta / "tasks.jsonl", [{"task_index": i, "task": t} for i, t in enumerate(tasks)]
+    )
     lf.write_jsonl(meta / "episodes_stats.jsonl", stats_rows)
     (meta / "expert_stats.json").write_text(json.dumps({"tasks": stats}, indent=2))

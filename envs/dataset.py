@@ -95,7 +95,9 @@ class LeRobotDataset:
         self.data_path = self.info.get("data_path", _DEFAULT_DATA_PATH)
 
         meta = self.root / "meta"
-        self.tasks = {int(r["task_index"]): str(r["task"]) for r in _read_jsonl(meta / "tasks.jsonl")}
+        self.tasks = {
+            int(r["task_index"]): str(r["task"]) for r in _read_jsonl(meta / "tasks.jsonl")
+        }
         episodes = sorted(_read_jsonl(meta / "episodes.jsonl"), key=lambda r: r["episode_index"])
         if not episodes:
             raise ValueError(f"{meta / 'episodes.jsonl'}: lists no episodes")
@@ -222,4 +224,6 @@ class LeRobotDataset:
                 return np.asarray(im.convert("RGB"), dtype=np.uint8)
         except Exception as e:  # PIL raises several types for corrupt data
             path = self._file(self.episode_indices[slot])
-            raise ValueError(f"{path}: column {self.keys[ours]!r} holds an undecodable image") from e
+            raise ValueError(
+                f"{path}: column {self.keys[ours]!r} holds an undecodable image"
+            ) from e

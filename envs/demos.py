@@ -48,7 +48,9 @@ def record_expert_episode(
     if (layout_seed is None) == (init_state_id is None):
         raise ValueError("record_expert_episode: give exactly one of layout_seed, init_state_id")
     options = (
-        {"layout_seed": layout_seed} if layout_seed is not None else {"init_state_id": init_state_id}
+        {"layout_seed": layout_seed}
+        if layout_seed is not None
+        else {"init_state_id": init_state_id}
     )
     obs, info = env.reset(options=options)
     expert.reset()

@@ -19,7 +19,7 @@ import gymnasium as gym
 import numpy as np
 
 from envs import rotations as rot
-from envs.objects import PLATE_HALF, BOWL_BOTTOM_HALF, ObjectSpec
+from envs.objects import BOWL_BOTTOM_HALF, PLATE_HALF, ObjectSpec
 from envs.scene import FINGER_Z_LOW
 from envs.tabletop_env import POS_SCALE, ROT_SCALE, TabletopEnv
 from envs.tasks import Goal
@@ -31,6 +31,7 @@ BOWL_SLOT = 0.026  # sideways offset when two objects share the bowl (m)
 # Gripper command when letting go: opens the pads ~1 cm clear of a 4 cm block but no wider,
 # so a pad never sweeps a neighbour in the bowl or catches on the bowl wall.
 RELEASE_GRIP = -0.4
+_Command = tuple[np.ndarray, float, float] | None  # grip target, heading, gripper; None: done
 PHASES = ("approach", "descend", "close", "lift", "carry", "lower", "release", "retreat")
 
 
@@ -159,10 +160,6 @@ class ScriptedExpert:
             self._goal += 1
             self._phase = 0
 
-    def _restart_goal(self) -> None:
-        self._phase = 0
-        self._phase_steps = 0
-
     def act(self, obs: Any = None) -> np.ndarray:
         """Next action. `obs` is accepted for API symmetry with policies; the expert reads
         privileged state from the simulator instead."""
@@ -181,78 +178,92 @@ class ScriptedExpert:
 
     def _phase_action(self, goal: Goal) -> np.ndarray | None:
         """Action for the current phase, or None after advancing to the next phase."""
-        cfg = self.config
         assert isinstance(goal.obj, str)
         pos, quat = self.env.eef_pose()
         yaw = rot.quat_yaw(quat)
-        obj_pos = self.env.object_pose(goal.obj)[0]
         phase = PHASES[self._phase]
-        timed_out = self._phase_steps >= cfg.phase_timeout
-
-        if phase in ("lift", "carry", "lower") and not self.env.is_held(goal.obj):
-            if obj_pos[2] < pos[2] - self._obj(goal.obj).half_height - 0.03:
-                self._restart_goal()  # dropped it: go again
-                return None
-
-        if phase == "approach":
-            target = np.array([*obj_pos[:2], Z_SAFE])
-            want_yaw = self._grasp_yaw(goal.obj, yaw)
-            xy_ok = np.linalg.norm(target[:2] - pos[:2]) < 2 * cfg.xy_tol
-            if (xy_ok and abs(want_yaw - yaw) < cfg.yaw_tol and abs(pos[2] - Z_SAFE) < 0.03) or (
-                timed_out
-            ):
-                self._next_phase()
-                return None
-            return self._action(target, want_yaw, -1.0)
-        if phase == "descend":
-            target = np.array([*obj_pos[:2], self._grasp_z(goal.obj)])
-            want_yaw = self._grasp_yaw(goal.obj, yaw)
-            if (abs(pos[2] - target[2]) < cfg.z_tol and np.linalg.norm(target[:2] - pos[:2]) < cfg.xy_tol) or timed_out:
-                self._grasp_xy = pos[:2].copy()
-                self._next_phase()
-                return None
-            return self._action(target, want_yaw, -1.0)
-        if phase == "close":
-            if self._phase_steps >= cfg.close_steps:
-                self._hold_offset = float(obj_pos[2] - pos[2])
-                self._next_phase()
-                return None
-            return self._action(pos, yaw, 1.0)
-        if phase == "lift":
-            assert self._grasp_xy is not None
-            target = np.array([*self._grasp_xy, Z_SAFE])
-            if abs(pos[2] - Z_SAFE) < 0.03 or timed_out:
-                self._next_phase()
-                return None
-            return self._action(target, yaw, 1.0)
-        if phase == "carry":
-            xy, _ = self._place_target(goal)
-            target = np.array([*xy, Z_SAFE])
-            want_yaw = self._carry_yaw(goal, yaw)
-            if (np.linalg.norm(xy - pos[:2]) < cfg.xy_tol and abs(want_yaw - yaw) < cfg.yaw_tol) or timed_out:
-                self._next_phase()
-                return None
-            return self._action(target, want_yaw, 1.0)
-        if phase == "lower":
-            xy, z = self._place_target(goal)
-            target = np.array([*xy, z])
-            if abs(pos[2] - z) < cfg.z_tol or timed_out:
-                self._next_phase()
-                return None
-            return self._action(target, self._carry_yaw(goal, yaw), 1.0)
-        if phase == "release":
-            if self._phase_steps >= cfg.release_steps:
-                self._next_phase()
-                return None
-            return self._action(pos, yaw, RELEASE_GRIP)
-        # retreat
-        target = np.array([*pos[:2], Z_SAFE])
-        if pos[2] > Z_SAFE - 0.04 or timed_out:
+        if phase in ("lift", "carry", "lower") and self._dropped(goal.obj, pos):
+            self._phase, self._phase_steps = 0, 0  # start this sub-goal over
+            return None
+        command = getattr(self, f"_{phase}")(goal, pos, yaw)
+        if command is None or (
+            self._phase_steps >= self.config.phase_timeout and phase not in ("close", "release")
+        ):
             self._next_phase()
             return None
-        return self._action(target, yaw, RELEASE_GRIP)
+        return self._action(*command)
+
+    def _dropped(self, name: str, grip: np.ndarray) -> bool:
+        below = self.env.object_pose(name)[0][2] < grip[2] - self._obj(name).half_height - 0.03
+        return below and not self.env.is_held(name)
+
+    # Each phase returns (grip target, heading, gripper command), or None once it is done.
+    def _approach(self, goal: Goal, pos: np.ndarray, yaw: float) -> _Command:
+        cfg = self.config
+        obj = self.env.object_pose(goal.obj)[0]
+        target = np.array([*obj[:2], Z_SAFE])
+        want_yaw = self._grasp_yaw(goal.obj, yaw)
+        if (
+            np.linalg.norm(target[:2] - pos[:2]) < 2 * cfg.xy_tol
+            and abs(want_yaw - yaw) < cfg.yaw_tol
+            and abs(pos[2] - Z_SAFE) < 0.03
+        ):
+            return None
+        return target, want_yaw, -1.0
+
+    def _descend(self, goal: Goal, pos: np.ndarray, yaw: float) -> _Command:
+        cfg = self.config
+        obj = self.env.object_pose(goal.obj)[0]
+        target = np.array([*obj[:2], self._grasp_z(goal.obj)])
+        if (
+            abs(pos[2] - target[2]) < cfg.z_tol
+            and np.linalg.norm(target[:2] - pos[:2]) < cfg.xy_tol
+        ):
+            self._grasp_xy = pos[:2].copy()
+            return None
+        return target, self._grasp_yaw(goal.obj, yaw), -1.0
+
+    def _close(self, goal: Goal, pos: np.ndarray, yaw: float) -> _Command:
+        if self._phase_steps >= self.config.close_steps:
+            self._hold_offset = float(self.env.object_pose(goal.obj)[0][2] - pos[2])
+            return None
+        return pos, yaw, 1.0
+
+    def _lift(self, goal: Goal, pos: np.ndarray, yaw: float) -> _Command:
+        xy = pos[:2] if self._grasp_xy is None else self._grasp_xy
+        if abs(pos[2] - Z_SAFE) < 0.03:
+            return None
+        return np.array([*xy, Z_SAFE]), yaw, 1.0
+
+    def _carry(self, goal: Goal, pos: np.ndarray, yaw: float) -> _Command:
+        cfg = self.config
+        xy, _ = self._place_target(goal)
+        want_yaw = self._carry_yaw(goal, yaw)
+        if np.linalg.norm(xy - pos[:2]) < cfg.xy_tol and abs(want_yaw - yaw) < cfg.yaw_tol:
+            return None
+        return np.array([*xy, Z_SAFE]), want_yaw, 1.0
+
+    def _lower(self, goal: Goal, pos: np.ndarray, yaw: float) -> _Command:
+        xy, z = self._place_target(goal)
+        if abs(pos[2] - z) < self.config.z_tol:
+            return None
+        return np.array([*xy, z]), self._carry_yaw(goal, yaw), 1.0
+
+    def _release(self, goal: Goal, pos: np.ndarray, yaw: float) -> _Command:
+        if self._phase_steps >= self.config.release_steps:
+            return None
+        return pos, yaw, RELEASE_GRIP
+
+    def _retreat(self, goal: Goal, pos: np.ndarray, yaw: float) -> _Command:
+        if pos[2] > Z_SAFE - 0.04:
+            return None
+        return np.array([*pos[:2], Z_SAFE]), yaw, RELEASE_GRIP
 
 
-def make_expert(env: gym.Env, config: ExpertConfig | None = None) -> ScriptedExpert:
-    """The scripted expert for `env` (any prunepi env, wrapped or not)."""
+def make_expert(env: gym.Env, config: ExpertConfig | None = None):
+    """The scripted expert for `env` (any prunepi env, wrapped or not). Envs of the optional
+    benchmarks (e.g. `envs.metaworld`) bring their own through `scripted_expert()`."""
+    base = env.unwrapped
+    if not isinstance(base, TabletopEnv) and hasattr(base, "scripted_expert"):
+        return base.scripted_expert()
     return ScriptedExpert(env, config)

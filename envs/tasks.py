@@ -35,7 +35,9 @@ class SpatialRef:
         """
         if self.rule == "nearest":
             anchor = positions[self.anchor][:2]
-            return min(self.candidates, key=lambda n: float(np.linalg.norm(positions[n][:2] - anchor)))
+            return min(
+                self.candidates, key=lambda n: float(np.linalg.norm(positions[n][:2] - anchor))
+            )
         order = sorted(self.candidates, key=lambda n: float(positions[n][1]))
         index = {"left": 0, "middle": len(order) // 2, "right": len(order) - 1}[self.rule]
         return order[index]

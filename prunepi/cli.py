@@ -1,8 +1,23 @@
-"""`prunepi` command line: one subcommand per entry point, each a frozen config (tyro)."""
+"""`prunepi` command line: one subcommand per entry point, each a frozen config (tyro).
+
+    prunepi collect --suite spatial --episodes-per-task 20 --out data/demos
+    prunepi train   --preset tiny --data data/demos --out runs/train --workers 2
+    prunepi serve   --checkpoint runs/train/checkpoints/200
+    prunepi rollout --checkpoint runs/train/checkpoints/200 --suite spatial --out r.json
+    prunepi tune    --data data/demos --trials 8 --out runs/tune
+    prunepi demo
+
+`prunepi train --config-json FILE` starts from a saved TrainConfig (e.g. the
+`best_train_config.json` that `prunepi tune` exports); other flags override it.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Union
 
 import tyro
 
@@ -10,24 +25,66 @@ from prunepi import env
 
 env.apply_defaults()
 
-from prunepi.quickstart import QuickstartConfig, run_quickstart  # noqa: E402
-
-COMMANDS = {
-    QuickstartConfig: ("demo", run_quickstart, "build the tiny π0.5 and sample one action chunk"),
+# name -> (module, config class, run function, one-line description)
+COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "collect": ("envs.collect", "CollectConfig", "run_collect",
+                "scripted-expert demos in the LeRobot layout, on Ray actors"),
+    "train": ("services.train", "TrainConfig", "run_train",
+              "Ray Train DDP fine-tuning of π0.5 with the pruner"),
+    "serve": ("services.serve", "ServeConfig", "run_serve",
+              "Ray Serve: an eval-mode pruned policy over openpi's websocket protocol"),
+    "rollout": ("services.rollout", "RolloutConfig", "run_rollout",
+                "closed-loop rollouts on Ray actors: success and kept tokens"),
+    "tune": ("tune.driver", "TuneConfig", "run_tune",
+             "Ray Tune over noise schedule, keep budget and scorer"),
+    "demo": ("services.demo", "DemoConfig", "run_demo",
+             "the whole loop on an embedded local Ray: collect, train, serve, roll out"),
 }
 
 
+def _load(name: str) -> tuple[type, Any]:
+    module, cls, fn, _ = COMMANDS[name]
+    mod = importlib.import_module(module)
+    return getattr(mod, cls), getattr(mod, fn)
+
+
+def _defaults_from_json(name: str, cls: type, argv: list[str]) -> tuple[Any, list[str]]:
+    """`--config-json FILE`: a saved config as the defaults (train only)."""
+    if "--config-json" not in argv:
+        return None, argv
+    i = argv.index("--config-json")
+    if i + 1 >= len(argv):
+        raise SystemExit("--config-json needs a file")
+    path = Path(argv[i + 1])
+    body = json.loads(path.read_text())
+    body = body.get(name, body)
+    return cls.from_dict(body), argv[:i] + argv[i + 2 :]
+
+
 def main(argv: list[str] | None = None) -> None:
-    union = tuple(
-        Annotated[cls, tyro.conf.subcommand(name, description=doc)]
-        for cls, (name, _, doc) in COMMANDS.items()
-    )
-    cfg = tyro.cli(
-        union[0] if len(union) == 1 else __import__("typing").Union[union],  # noqa: UP007
-        args=argv,
-        config=(tyro.conf.FlagConversionOff,),
-    )
-    COMMANDS[type(cfg)][1](cfg)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:
+        # Import only the chosen command (Ray, MuJoCo and torch imports are slow).
+        name = argv[0]
+        cls, fn = _load(name)
+        default, rest = _defaults_from_json(name, cls, argv[1:])
+        cfg = tyro.cli(
+            cls,
+            args=rest,
+            default=default,
+            prog=f"prunepi {name}",
+            description=COMMANDS[name][3],
+        )
+        fn(cfg)
+        return
+    # No or unknown command: full help over every subcommand.
+    union = Union[  # noqa: UP007
+        tuple(
+            Annotated[_load(n)[0], tyro.conf.subcommand(n, description=d[3])]
+            for n, d in COMMANDS.items()
+        )
+    ]
+    tyro.cli(union, args=argv, prog="prunepi")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ class TuneConfig:
     rollout_workers: int = 1  # Ray actors rolling out each trial's checkpoint
     kept_weight: float = 0.25  # scalarization: score = success_rate - kept_weight * kept_ratio
     max_concurrent_trials: int = 1  # trials in flight (2 local CPUs fit one)
-    trial_cpus: float = 0.0  # CPUs held by each trial's driver (its Train workers ask their own)
+    trial_cpus: float = 0.01  # logical CPUs of the trial driver (light; Train workers ask their own)
     train_workers: int = 1  # Ray Train workers per trial
     gpus_per_worker: float = 0.0  # fractional GPUs per Train worker on a cluster (0: CPU)
     grace_rungs: int = 1  # ASHA: rungs every trial gets before it may be stopped
@@ -64,9 +64,10 @@ class TuneConfig:
             raise bad("steps", f">= rungs ({self.rungs})")
         if self.kept_weight < 0:
             raise bad("kept_weight", ">= 0")
-        for name in ("trial_cpus", "gpus_per_worker"):
-            if getattr(self, name) < 0:
-                raise bad(name, ">= 0")
+        if self.trial_cpus <= 0:
+            raise bad("trial_cpus", "> 0 (Ray refuses a trial with no resources)")
+        if self.gpus_per_worker < 0:
+            raise bad("gpus_per_worker", ">= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -58,7 +58,11 @@ def run_rollout(cfg: RolloutConfig, num_cpus: int = 2) -> dict[str, Any]:
                 f"num_workers ({n}) x num_cpus_per_worker ({cfg.num_cpus_per_worker}) exceeds "
                 f"the cluster's {total} CPUs"
             )
-        actor_cls = ray.remote(RolloutWorker).options(num_cpus=cfg.num_cpus_per_worker)
+        # "DEFAULT": outside any placement group of a caller (a Tune trial holds one sized
+        # for its own driver only), so rollout actors can run inside a Tune trial.
+        actor_cls = ray.remote(RolloutWorker).options(
+            num_cpus=cfg.num_cpus_per_worker, scheduling_strategy="DEFAULT"
+        )
         actors = [actor_cls.remote(cfg) for _ in range(n)]
         pool = ActorPool(actors)
         for i, ep in enumerate(pool.map_unordered(lambda a, job: a.run.remote(*job), jobs)):

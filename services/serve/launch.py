@@ -82,9 +82,7 @@ def start_serve(cfg: ServeConfig, num_cpus: int = 2) -> ServeHandle:
     started_serve = not _serve_running()
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     try:
-        serve.run(
-            build_app(cfg), name=cfg.app_name, route_prefix=cfg.route_prefix, blocking=False
-        )
+        serve.run(build_app(cfg), name=cfg.app_name, route_prefix=cfg.route_prefix, blocking=False)
         wait_healthy(cfg.url, cfg.startup_timeout_s)
     except BaseException:
         ServeHandle(cfg, started_ray, started_serve).stop()

@@ -112,6 +112,7 @@ class TrainConfig:
     clip_grad_norm: float = 1.0  # global grad-norm clip
     # -- model / data ----------------------------------------------------------------------
     image_size: int | None = None  # override the model's image side (multiple of 14)
+    max_token_len: int | None = None  # override the model's prompt slots (tiny: 32, π0.5: 200)
     pruning: PrunerConfig = field(default_factory=PrunerConfig)  # token pruner (enabled=False: off)
     # True: pruning.noise.total_steps := the run's steps (LightVLA decays over the whole
     # run); False: keep pruning.noise.total_steps as given
@@ -136,6 +137,11 @@ class TrainConfig:
     fail_at_step: int | None = None  # rank 1 (0 alone) exits once at this step (fault test)
 
     # ---------------------------------------------------------------------------------------
+
+    def __post_init__(self):
+        # Accept the JSON/dict form of the pruner config (Ray Tune and train_state.json pass it).
+        if isinstance(self.pruning, dict):
+            object.__setattr__(self, "pruning", PrunerConfig.from_dict(self.pruning))
 
     def resolved(self) -> TrainConfig:
         """This config with every None recipe field set from its preset."""
@@ -231,6 +237,13 @@ class TrainConfig:
                 "a positive multiple of 14 (SigLIP patch size)",
                 self.image_size,
             )
+        if self.max_token_len is not None:
+            _check(
+                _is_int(self.max_token_len) and self.max_token_len >= 2,
+                "max_token_len",
+                ">= 2",
+                self.max_token_len,
+            )
         _check(self.device in DEVICES, "device", f"one of {DEVICES}", self.device)
         _check(
             _is_real(self.cpus_per_worker) and self.cpus_per_worker >= 0,
@@ -287,11 +300,7 @@ class TrainConfig:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> TrainConfig:
-        d = dict(d)
-        pr = d.pop("pruning", None)
-        if pr is not None and not isinstance(pr, PrunerConfig):
-            pr = PrunerConfig.from_dict(pr)
-        return TrainConfig(**d, **({"pruning": pr} if pr is not None else {}))
+        return TrainConfig(**d)  # __post_init__ rebuilds the nested PrunerConfig
 
 
 def _check(ok: bool, name: str, rule: str, value: Any) -> None:

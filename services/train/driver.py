@@ -49,6 +49,8 @@ def model_config(cfg: TrainConfig) -> Pi05Config:
         mc = dataclasses.replace(
             mc, vision=dataclasses.replace(mc.vision, image_size=cfg.image_size)
         )
+    if cfg.max_token_len is not None:
+        mc = dataclasses.replace(mc, max_token_len=cfg.max_token_len)
     if cfg.init_from:
         path = Path(cfg.init_from)
         mc = config_from_checkpoint(path / MODEL_FILE if path.is_dir() else path, mc)

@@ -24,7 +24,12 @@ def test_collect_one_suite_on_ray_and_read_it_back(tmp_path):
     was_running = ray.is_initialized()
     out = tmp_path / "demos"
     cfg = CollectConfig(
-        suite="goal", episodes_per_task=1, out=out, image_size=SIZE, num_workers=2, seed=5,
+        suite="goal",
+        episodes_per_task=1,
+        out=out,
+        image_size=SIZE,
+        num_workers=2,
+        seed=5,
         progress=False,
     )
     assert run_collect(cfg) == out

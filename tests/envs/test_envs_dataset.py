@@ -39,7 +39,9 @@ def _write(root: Path, lengths=(5, 3), rename: dict[str, str] | None = None) -> 
     info = lf.info_json(feats, len(lengths), index, 2, fps=20)
     (root / "meta/info.json").write_text(json.dumps(info))
     lf.write_jsonl(root / "meta/episodes.jsonl", episodes)
-    lf.write_jsonl(root / "meta/tasks.jsonl", [{"task_index": i, "task": t} for i, t in enumerate(tasks)])
+    lf.write_jsonl(
+        root / "meta/tasks.jsonl", [{"task_index": i, "task": t} for i, t in enumerate(tasks)]
+    )
 
 
 def test_frames_chunks_and_prompts(tmp_path):

@@ -46,9 +46,11 @@ def test_expert_rejects_foreign_envs_and_resets_itself():
     expert = make_expert(env)
     try:
         env.reset(options={"init_state_id": 0})
-        for _ in range(12):
+        for _ in range(60):
             env.step(expert.act())
-        assert expert.phase != "approach"
+            if expert.phase not in ("approach", "descend"):
+                break
+        assert expert.phase not in ("approach", "descend")
         env.reset(options={"init_state_id": 1})  # no expert.reset(): it notices
         expert.act()
         assert expert.phase == "approach"

@@ -120,4 +120,7 @@ def reference_policy(tiny_checkpoint):
     """The same checkpoint in this process: what one-at-a-time answers look like."""
     from policies.policy import Policy
 
+    # One intra-op thread: on 2 shared cores torch's default (2 OpenMP threads) next to the
+    # served replica oversubscribes the CPUs and runs 30x slower.
+    torch.set_num_threads(1)
     return Policy.from_checkpoint(tiny_checkpoint)

@@ -90,7 +90,9 @@ def malformed(rng: np.random.Generator, obs: dict, max_bytes: int) -> tuple[str,
         "refused_dtype": lambda: _with(
             obs,
             key,
-            _nd(["|O", "|V8", "<c8", "<c16", "i4,f8", "bogus"][int(rng.integers(6))], [1], b"\0" * 8),
+            _nd(
+                ["|O", "|V8", "<c8", "<c16", "i4,f8", "bogus"][int(rng.integers(6))], [1], b"\0" * 8
+            ),
         ),
         "bad_ndarray": lambda: _with(
             obs,

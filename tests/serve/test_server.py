@@ -39,7 +39,9 @@ def _post(url: str, body: bytes, headers: dict | None = None) -> tuple[int, dict
 
 
 def _json_obs(obs: dict) -> bytes:
-    return json.dumps({k: v.tolist() if hasattr(v, "tolist") else v for k, v in obs.items()}).encode()
+    return json.dumps(
+        {k: v.tolist() if hasattr(v, "tolist") else v for k, v in obs.items()}
+    ).encode()
 
 
 def test_openpi_client_end_to_end(served, reference_policy):
@@ -157,8 +159,6 @@ def test_api_key_refused_then_accepted(keyed):
         _close(client)
     # prune=False: the same checkpoint with its pruner off keeps every valid patch.
     assert answer["pruning"] == {"kept_tokens": 128, "total_tokens": 192}
-    status, body = _post(
-        f"{keyed.url}/infer", _json_obs(obs), {"Authorization": "Api-Key s3cret"}
-    )
+    status, body = _post(f"{keyed.url}/infer", _json_obs(obs), {"Authorization": "Api-Key s3cret"})
     assert status == 200
     np.testing.assert_allclose(np.asarray(body["actions"]), answer["actions"], rtol=1e-4, atol=1e-5)
