@@ -1,10 +1,11 @@
 """Ray Train throughput of the tiny π0.5: 1 and 2 workers, pruner off and on, side by side.
 
-Each row is one `run_train` on the same local Ray (DDP over gloo, one torch thread per
+Each Ray row is one `run_train` on the same local Ray (DDP over gloo, one torch thread per
 worker) with the same global batch; samples/s and step time are the medians of the
 per-step `train/samples_per_s` / `train/step_s` the workers log (data loading + forward +
 backward + optimizer, all ranks averaged), skipping the first `warmup` steps. Ray's
-worker-group start-up is reported separately (`fit_s` minus the steps).
+worker-group start-up is in `fit_s`, not in the rates. The "0 (no Ray)" rows time the
+same step in this process (data + step, one thread): what Ray and DDP add to it.
 
     python benchmarks/train_throughput.py                  # collects a tiny dataset first
     python benchmarks/train_throughput.py --data DATA --steps 40
@@ -75,6 +76,53 @@ def bench(data: Path, root: Path, workers: int, prune: bool, args) -> dict:
     }
 
 
+def bench_in_process(data: Path, root: Path, prune: bool, args) -> dict:
+    """The same step without Ray or DDP (one torch thread): the floor Ray adds to."""
+    import torch
+
+    from policies.normalize import load_norm_stats
+    from policies.pi05.model import Pi05Model
+    from services.train import TrainConfig
+    from services.train.data import StepBatches, open_dataset
+    from services.train.driver import absolute, model_config, prepare_assets
+    from services.train.step import Stepper, make_optimizer
+
+    torch.set_num_threads(1)
+    cfg = absolute(
+        TrainConfig(
+            data=str(data),
+            out=str(root / f"inproc_prune{int(prune)}"),
+            batch_size=args.batch_size,
+            steps=args.steps,
+            max_token_len=48,
+            pruning=PrunerConfig(enabled=prune),
+        )
+    ).resolved()
+    mc = model_config(cfg)
+    policy_cfg, stats, tok = prepare_assets(cfg, Path(cfg.out), mc)
+    torch.manual_seed(0)
+    model = Pi05Model(mc).train()
+    step = Stepper(cfg, model, model, make_optimizer(model, cfg), None, 0, torch.device("cpu"))
+    ds = open_dataset(cfg.data, mc.action_horizon)
+    b = StepBatches(
+        ds, mc, policy_cfg, tok, load_norm_stats(stats), batch_size=cfg.batch_size, seed=0,
+        rank=0, world=1,
+    )  # fmt: skip
+    times = []
+    for s in range(args.steps):
+        t0 = time.perf_counter()
+        step(*b[s], s)
+        times.append(time.perf_counter() - t0)
+    step_s = statistics.median(times[args.warmup :])
+    return {
+        "workers": "0 (no Ray)",
+        "pruner": prune,
+        "batch": args.batch_size,
+        "samples_per_s": args.batch_size / step_s,
+        "step_ms": 1000 * step_s,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="", help="LeRobot dataset (default: collect one)")
@@ -84,12 +132,13 @@ def main() -> None:
     ap.add_argument("--out", default="train_throughput.json")
     args = ap.parse_args()
 
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+    load_start = os.getloadavg()[0]
     env.init_local_ray(num_cpus=2)
     with tempfile.TemporaryDirectory(prefix="train_bench_") as tmp:
         root = Path(tmp)
         data = Path(args.data) if args.data else collect(root / "demos", image_size=128)
-        rows = [
+        rows = [bench_in_process(data, root, prune, args) for prune in (False, True)]
+        rows += [
             bench(data, root, workers, prune, args) for workers in (1, 2) for prune in (False, True)
         ]
     cols = ["workers", "pruner", "batch", "samples_per_s", "step_ms", "kept_tokens", "fit_s"]
@@ -99,9 +148,13 @@ def main() -> None:
         {
             "description": "Ray Train samples/s of the tiny preset (112 px, 3 cameras, 64 "
             "patches each), global batch split over DDP workers (gloo, 1 torch thread each)",
-            "load_avg_1m_at_end": os.getloadavg()[0],
+            "load_avg_1m": {"start": load_start, "end": os.getloadavg()[0]},
             "note": "2 CPUs shared with other jobs; medians over steps after warm-up",
-            "config": {"steps": args.steps, "warmup": args.warmup, "data": args.data or "collected"},
+            "config": {
+                "steps": args.steps,
+                "warmup": args.warmup,
+                "data": args.data or "collected",
+            },
             "rows": rows,
         },
     )

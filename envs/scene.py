@@ -1,13 +1,13 @@
 """MJCF for the tabletop: table, cameras, the floating parallel gripper and a list of objects.
 
 The gripper is a free body. Six Cartesian position actuators (site transmission with a
-`refsite` on a mocap body) pull its grip point towards the mocap pose, like a stiff
-spring-damper. Actions move the mocap body; the gripper follows it physically. We tried the
-obvious design first, the gripper base *being* the mocap body: MuJoCo gives mocap bodies zero
-velocity, so friction at the finger pads never drags a grasped object upwards (it stays on
-the table while the gripper rises). With the actuator coupling the base has real velocity,
-grasps hold through contact and friction alone, and the model has no equality constraint
-(no welds anywhere).
+`refsite` on a mocap body) pull a drive site at its centre of mass towards the mocap pose,
+like a stiff spring-damper. Actions move the mocap body; the gripper follows it physically.
+We tried the obvious design first, the gripper base *being* the mocap body: MuJoCo gives
+mocap bodies zero velocity, so friction at the finger pads never drags a grasped object
+upwards (it stays on the table while the gripper rises). With the actuator coupling the base
+has real velocity, grasps hold through contact and friction alone, and the model has no
+equality constraint (no welds anywhere).
 """
 
 from __future__ import annotations
@@ -64,21 +64,23 @@ _GRIPPER = f"""
 </body>
 """
 
-# Stiff translational and softer rotational springs from the grip point to the mocap target;
-# then the two finger position actuators (targets in metres of joint travel).
+# Stiff translational and softer rotational springs from the drive site to the mocap target,
+# critically damped for the gripper's 0.6 kg and ~3e-3 kg m^2 (explicit kv rather than
+# `dampratio`, whose conversion differs between MuJoCo releases); then the two finger
+# position actuators (targets in metres of joint travel).
 _ACTUATORS = """
 <actuator>
-  <position name="x" site="drive" refsite="eef_target" gear="1 0 0 0 0 0" kp="3000" dampratio="1"
+  <position name="x" site="drive" refsite="eef_target" gear="1 0 0 0 0 0" kp="3000" kv="85"
             forcerange="-80 80"/>
-  <position name="y" site="drive" refsite="eef_target" gear="0 1 0 0 0 0" kp="3000" dampratio="1"
+  <position name="y" site="drive" refsite="eef_target" gear="0 1 0 0 0 0" kp="3000" kv="85"
             forcerange="-80 80"/>
-  <position name="z" site="drive" refsite="eef_target" gear="0 0 1 0 0 0" kp="3000" dampratio="1"
+  <position name="z" site="drive" refsite="eef_target" gear="0 0 1 0 0 0" kp="3000" kv="85"
             forcerange="-80 80"/>
-  <position name="rx" site="drive" refsite="eef_target" gear="0 0 0 1 0 0" kp="30" dampratio="1"
+  <position name="rx" site="drive" refsite="eef_target" gear="0 0 0 1 0 0" kp="30" kv="0.3"
             forcerange="-6 6"/>
-  <position name="ry" site="drive" refsite="eef_target" gear="0 0 0 0 1 0" kp="30" dampratio="1"
+  <position name="ry" site="drive" refsite="eef_target" gear="0 0 0 0 1 0" kp="30" kv="0.3"
             forcerange="-6 6"/>
-  <position name="rz" site="drive" refsite="eef_target" gear="0 0 0 0 0 1" kp="30" dampratio="1"
+  <position name="rz" site="drive" refsite="eef_target" gear="0 0 0 0 0 1" kp="30" kv="0.3"
             forcerange="-6 6"/>
   <position name="left_finger" joint="left_finger" kp="300" ctrlrange="0 {open}"
             forcerange="-12 12"/>

@@ -3,6 +3,10 @@
 Observations use openpi's LIBERO keys (`observation/image`, `observation/wrist_image`,
 `observation/state`, `prompt`) and actions are LIBERO's 7-D delta end-effector commands at
 20 Hz, so a client written for openpi's LIBERO example drives these environments unchanged.
+As in robosuite's OSC controller, each action sets a goal pose relative to the *current*
+end-effector pose: position + 0.05 m * a[:3], rotation exp(0.5 rad * a[3:6]) applied in the
+world frame (robosuite's output limits); the goal is clipped to the workspace and to a 45-degree
+tilt, and the gripper follows it through the mocap-driven springs of `envs.scene`.
 Differences from LIBERO, on purpose:
 - Our cameras render upright: do NOT apply openpi's LIBERO 180-degree image flip.
 - The end-effector frame is the identity when the gripper points straight down, so the
@@ -77,7 +81,12 @@ def _close_renderers() -> None:
 
 class TabletopEnv(gym.Env):
     """One task of one suite. Episodes end (`terminated`) on success; the step limit is the
-    TimeLimit wrapper's job (`envs.make` / `gymnasium.make` add it with the suite's limit)."""
+    TimeLimit wrapper's job (`envs.make` / `gymnasium.make` add it with the suite's limit).
+
+    reset options: `init_state_id` (0..num_init_states-1) picks one of the task's fixed
+    evaluation layouts (a seed picks one otherwise); `layout_seed` draws a fresh layout outside
+    that list (demonstrations).
+    """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
 
@@ -91,17 +100,22 @@ class TabletopEnv(gym.Env):
         shadows: bool = False,
     ):
         self.task: TaskSpec = get_task(suite, task_id)
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 16:
+        if (
+            isinstance(image_size, bool)
+            or not isinstance(image_size, int | np.integer)
+            or image_size < 16
+        ):
             raise ValueError(f"image_size: expected an int >= 16, got {image_size!r}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode: expected None or 'rgb_array', got {render_mode!r}")
-        self.image_size = image_size
+        self.image_size = int(image_size)
         self.render_mode = render_mode
         self.max_episode_steps = self.task.max_steps
 
         self.model = mujoco.MjModel.from_xml_string(build_scene_xml(self.task.objects))
-        # Shadow maps and multisampling cost 40-60 ms per frame in software EGL for no
-        # information a policy needs; the speed benchmark turns them on for comparison.
+        # Shadow maps and multisampling multiply the cost of a frame (40-60 ms instead of
+        # ~1.5 ms on a GPU, far more in software EGL; benchmarks/env_speed.py measures it) for
+        # no information a policy needs. `shadows=True` exists for that comparison.
         if not shadows:
             self.model.vis.quality.shadowsize = 0
             self.model.vis.quality.offsamples = 0

@@ -19,7 +19,9 @@ class ServeConfig:
     num_gpus_per_replica: float = 0.0  # Ray GPUs per replica; > 0 runs the policy on cuda
     max_batch_size: int = 8  # most observations fused into one infer_batch forward
     batch_wait_timeout_s: float = 0.01  # longest the first request waits for a batch to fill
-    max_message_bytes: int = 8 * 1024**2  # largest accepted observation (websocket or JSON)
+    # Largest accepted observation (websocket frame or JSON body); Serve's proxy (uvicorn)
+    # closes websocket frames above 16 MiB itself, with 1009 and no text frame.
+    max_message_bytes: int = 8 * 1024**2
     max_connections_per_replica: int = 64  # open websockets + HTTP requests per replica
     prune: bool | None = None  # None: as the checkpoint says; True/False: pruner on/off
     app_name: str = "prunepi"  # Serve application name (several apps can share one Serve)

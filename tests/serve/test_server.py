@@ -162,3 +162,40 @@ def test_api_key_refused_then_accepted(keyed):
     status, body = _post(f"{keyed.url}/infer", _json_obs(obs), {"Authorization": "Api-Key s3cret"})
     assert status == 200
     np.testing.assert_allclose(np.asarray(body["actions"]), answer["actions"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_two_replicas_share_the_clients(local_ray, tiny_checkpoint, reference_policy):
+    from services.serve import ServeConfig, start_serve
+
+    handle = start_serve(
+        ServeConfig(
+            checkpoint=str(tiny_checkpoint),
+            port=session_port(),
+            num_replicas=2,
+            num_cpus_per_replica=0.25,
+            app_name="two",
+            route_prefix="/two",
+        )
+    )
+    try:
+        rng = np.random.default_rng(4)
+        obs = [make_observation(rng) for _ in range(4)]
+        clients = [WebsocketClientPolicy(handle.ws_url) for _ in obs]
+        answers = [None] * len(obs)
+
+        def run(i: int) -> None:
+            answers[i] = clients[i].infer(obs[i])
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(obs))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        for c in clients:
+            _close(c)
+        for o, a in zip(obs, answers):
+            expected = reference_policy.infer(o)["actions"]
+            np.testing.assert_allclose(a["actions"], expected, rtol=1e-4, atol=1e-5)
+    finally:
+        handle.stop()

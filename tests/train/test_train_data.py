@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -104,3 +106,28 @@ def test_augmentation_is_seeded_and_skips_absent_cameras(assets):
     assert not torch.equal(a.images["base_0_rgb"], obs.images["base_0_rgb"])
     assert torch.equal(a.images["right_wrist_0_rgb"], obs.images["right_wrist_0_rgb"])
     assert a.images["base_0_rgb"].min() >= -1 and a.images["base_0_rgb"].max() <= 1
+
+
+def test_user_tokenizer_is_copied_and_checked_against_the_vocab(tiny_lerobot, tmp_path):
+    from policies.tokenizer import train_sentencepiece
+
+    rng = np.random.default_rng(0)
+    words = ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), 6)) for _ in range(400)]
+    texts = [" ".join(rng.choice(words, 8)) for _ in range(200)]
+    small = train_sentencepiece(["pick up the red block"], tmp_path / "small.model", 300)
+    big = train_sentencepiece(texts, tmp_path / "big.model", 2000)  # > tiny's 512 ids
+    for tok, ok in ((small, True), (big, False)):
+        cfg = absolute(
+            TrainConfig(
+                data=str(tiny_lerobot), out=str(tmp_path / tok.stem), tokenizer_path=str(tok)
+            )
+        ).resolved()
+        run = Path(cfg.out)
+        if ok:
+            _, _, tok_path = prepare_assets(cfg, run, model_config(cfg))
+            assert tok_path.read_bytes() == tok.read_bytes()
+        else:
+            with pytest.raises(
+                ValueError, match="2000 pieces, more than the model's vocab_size 512"
+            ):
+                prepare_assets(cfg, run, model_config(cfg))

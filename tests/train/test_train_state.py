@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -210,3 +211,35 @@ def test_fresh_run_refuses_to_overwrite_checkpoints(broken_run):
     cfg, _ = broken_run
     with pytest.raises(ValueError, match="already holds checkpoints"):
         run_train(dataclasses.replace(cfg, resume=False))
+
+
+# ---------------------------------------------------------------------------------------
+# Starting points
+
+
+FIXTURE = Path(__file__).resolve().parents[3] / "shared/fixtures/openpi_pi05_tiny_a"
+
+
+@pytest.mark.parametrize("source", ["openpi", "prunepi"])
+def test_init_from_a_checkpoint(source, halves, tiny_lerobot, tmp_path):
+    from services.train.worker import build_model
+
+    if source == "openpi":
+        if not (FIXTURE / "model.safetensors").is_file():
+            pytest.skip(f"openpi fixture not found at {FIXTURE}")
+        folder = FIXTURE  # saved by openpi's PI0Pytorch: sizes come from the weights
+    else:
+        folder = halves[-1]  # one of ours: sizes from its config.json
+    cfg = make_cfg(tiny_lerobot, tmp_path / "run", init_from=str(folder), image_size=None)
+    mc = model_config(cfg)
+    model = build_model(mc, cfg)
+    weights = load_file(folder / "model.safetensors")
+    for key in ("action_in_proj.weight", "time_mlp_out.bias"):
+        assert torch.equal(model.state_dict()[key], weights[key])
+    embed = "paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"
+    assert torch.equal(
+        model.state_dict()[embed], weights["paligemma_with_expert.paligemma.lm_head.weight"]
+    )
+    trainer = Trainer(cfg)  # and it trains
+    trainer.model.load_state_dict(model.state_dict())
+    assert all(math.isfinite(m["train/loss"]) for m in trainer.run(0, 1))
