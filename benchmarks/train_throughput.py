@@ -153,7 +153,7 @@ def main() -> None:
             "config": {
                 "steps": args.steps,
                 "warmup": args.warmup,
-                "data": args.data or "collected",
+                "data": args.data or "collected: spatial suite, 2 demos per task, 128 px",
             },
             "rows": rows,
         },

@@ -22,9 +22,9 @@ from prunepi import env
 
 
 def _demo_pruner() -> PrunerConfig:
-    # The residual scorer (collapse-notes.md) with a fixed budget: a quarter of the valid
-    # patches, so kept tokens are comparable across tasks and the pruned model cannot go blind.
-    return PrunerConfig(enabled=True, scorer="residual", budget="keep_ratio", keep_ratio=0.25)
+    # The residual scorer (collapse-notes.md) with a fixed budget: half of the valid patches,
+    # so kept tokens are comparable across tasks and the pruned model cannot go blind.
+    return PrunerConfig(enabled=True, scorer="residual", budget="keep_ratio", keep_ratio=0.5)
 
 
 @dataclass(frozen=True)
@@ -33,15 +33,18 @@ class DemoConfig:
 
     out: str = "runs/demo"  # data/, train/, rollouts/, results.json, the plot
     suite: str = "goal"  # envs suite to collect, train and evaluate on
-    demos_per_task: int = 20  # scripted expert demos kept per task
-    image_size: int = 112  # camera side in px (the tiny preset's input size)
-    train_steps: int = 600  # optimizer steps of the tiny preset
+    demos_per_task: int = 30  # scripted expert demos kept per task
+    # Camera side in px, also the model's input side (multiple of 14): 56 trains 2.3x more
+    # samples/s than the tiny preset's 112 on 2 CPUs.
+    image_size: int = 56
+    train_steps: int = 2000  # optimizer steps of the tiny preset (~15 min on 2 idle CPUs)
     train_workers: int = 2  # Ray Train DDP workers
-    batch_size: int = 16  # global batch
-    lr: float = 1e-3  # peak learning rate (the tiny preset's)
+    batch_size: int = 32  # global batch
+    lr: float = 3e-3  # peak learning rate (the tiny preset's 1e-3 learns too slowly here)
+    augment: bool = False  # openpi's image augmentation (off: fits faster in a short run)
     pruning: PrunerConfig = field(default_factory=_demo_pruner)  # trained and served pruner
     episodes_per_task: int = 10  # rollout episodes per task and per variant
-    max_steps: int | None = 100  # policy steps per episode (None: the suite's limit)
+    max_steps: int | None = None  # policy steps per episode (None: the suite's limit)
     rollout_workers: int = 2  # Ray actors per rollout
     num_cpus: int = 2  # CPUs of the embedded Ray
     seed: int = 0  # collection and training seed (rollouts use openpi's 7)
@@ -106,6 +109,7 @@ def train(cfg: DemoConfig, data: Path, out: Path) -> Path:
             save_every=cfg.train_steps,
             log_every=25,
             image_size=cfg.image_size,
+            augment=cfg.augment,
             pruning=cfg.pruning,
             seed=cfg.seed,
             cpus_per_worker=cfg.num_cpus / cfg.train_workers,

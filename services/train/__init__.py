@@ -4,8 +4,9 @@
     run = run_train(TrainConfig(preset="tiny", data="DATA", out="RUN", steps=100, workers=2))
 
 Files, one idea each: config (TrainConfig, TRAIN_PRESETS), data (LeRobot -> batches,
-sharding, norm stats), lr (openpi schedule), ema, state (checkpoints + training state),
-metrics (jsonl, wandb, rank averaging), worker (the per-worker loop), driver (run_train).
+sharding, norm stats), lr (openpi schedule), ema, step (one optimizer step, Ray-free),
+state (checkpoints + training state), metrics (jsonl, wandb, rank averaging), worker (the
+per-worker loop Ray Train runs), driver (run_train), __main__ (`python -m services.train`).
 """
 
 from services.train.config import TRAIN_PRESETS, TrainConfig, TrainPreset

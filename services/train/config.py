@@ -152,12 +152,14 @@ class TrainConfig:
         for name in PRESET_FIELDS:
             if getattr(self, name) is None:
                 vals[name] = getattr(p, name)
-        cfg = dataclasses.replace(self, **vals)
-        if cfg.ema_decay == 0:
-            cfg = dataclasses.replace(cfg, ema_decay=None)
+        cfg = dataclasses.replace(self, **vals)  # idempotent: EMA off stays 0, not None
         if cfg.decay_steps is None:
             cfg = dataclasses.replace(cfg, decay_steps=cfg.steps)
         return cfg
+
+    @property
+    def use_ema(self) -> bool:
+        return bool(self.ema_decay)
 
     @property
     def model_preset(self) -> str:
@@ -218,9 +220,9 @@ class TrainConfig:
         )
         if self.ema_decay is not None:
             _check(
-                _is_real(self.ema_decay) and 0 < self.ema_decay < 1,
+                _is_real(self.ema_decay) and 0 <= self.ema_decay < 1,
                 "ema_decay",
-                "in (0, 1), 0 or None",
+                "in [0, 1) (0: off) or None",
                 self.ema_decay,
             )
         _check(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)

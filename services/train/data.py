@@ -17,7 +17,6 @@ with a seeded generator (`augment_observation`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,12 @@ from policies.policy import PolicyConfig, build_observation
 from policies.tokenizer import PromptTokenizer
 from policies.transforms import augment_images
 
-STATE_COLUMN = "state"  # LeRobot LIBERO feature names (references.md "Data conventions")
-ACTIONS_COLUMN = "actions"
+
+def open_dataset(root: str | Path, action_horizon: int):
+    """The LeRobot reader of envs/ (one sample: raw observation dict + `actions` (H, 7))."""
+    from envs.dataset import LeRobotDataset
+
+    return LeRobotDataset(root, action_horizon=action_horizon)
 
 
 def parquet_files(root: str | Path) -> list[Path]:
@@ -43,37 +46,27 @@ def parquet_files(root: str | Path) -> list[Path]:
     return files
 
 
-def read_column(root: str | Path, column: str) -> np.ndarray:
-    """One numeric column of every episode, stacked: (T, D) float32 (no image decoding)."""
+def read_column(root: str | Path, feature: str) -> np.ndarray:
+    """Our feature ("state" | "actions") over every frame: (T, D) float32, read straight from
+    the parquet files (no image decoding). LeRobot's names ("observation.state", "action")
+    resolve as envs.dataset resolves them."""
+    name = open_dataset(root, 1).keys[feature]
     parts = []
     for f in parquet_files(root):
-        table = pq.read_table(f, columns=[column])
-        parts.append(np.asarray(table.column(column).to_pylist(), dtype=np.float32))
-    return np.concatenate(parts).reshape(sum(len(p) for p in parts), -1)
+        col = pq.read_table(f, columns=[name]).column(name).combine_chunks()
+        parts.append(col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), -1))
+    return np.concatenate(parts).astype(np.float32)
 
 
 def task_strings(root: str | Path) -> list[str]:
-    """The dataset's task instructions (meta/tasks.jsonl, `task` field)."""
-    path = Path(root) / "meta" / "tasks.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"LeRobot dataset {root} has no meta/tasks.jsonl")
-    return [json.loads(line)["task"] for line in path.read_text().splitlines() if line.strip()]
+    """The dataset's task instructions (meta/tasks.jsonl)."""
+    return sorted(set(open_dataset(root, 1).tasks.values()))
 
 
 def compute_norm_stats(root: str | Path) -> dict[str, NormStats]:
     """Quantile stats of state (T, 8) and actions (T, 7) over every frame (openpi
     scripts/compute_norm_stats.py; exact quantiles instead of its histogram)."""
-    return {
-        "state": NormStats.from_data(read_column(root, STATE_COLUMN)),
-        "actions": NormStats.from_data(read_column(root, ACTIONS_COLUMN)),
-    }
-
-
-def open_dataset(root: str | Path, action_horizon: int):
-    """The LeRobot reader of envs/ (one sample: raw observation dict + `actions` (H, 7))."""
-    from envs.dataset import LeRobotDataset
-
-    return LeRobotDataset(root, action_horizon=action_horizon)
+    return {k: NormStats.from_data(read_column(root, k)) for k in ("state", "actions")}
 
 
 # ---------------------------------------------------------------------------------------

@@ -28,14 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from policies.normalize import save_norm_stats
-from policies.pi05.checkpoint import MODEL_FILE, CheckpointError, config_from_checkpoint
+from policies.pi05.checkpoint import MODEL_FILE, config_from_checkpoint
 from policies.pi05.config import Pi05Config, from_openpi_fixture_config, get_preset
 from policies.policy import CONFIG_FILE, PolicyConfig
 from policies.tokenizer import PromptTokenizer, train_sentencepiece
 from prunepi import env
 from services.train.config import TrainConfig
-from services.train.data import compute_norm_stats, read_column, task_strings
-from services.train.state import list_checkpoints, verify_checkpoint
+from services.train.data import compute_norm_stats, open_dataset, task_strings
+from services.train.state import list_checkpoints, prune_checkpoints, verify_checkpoint
 
 RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train V2's run state in RUN/
 CONFIG_SNAPSHOT = "train_config.json"
@@ -82,12 +82,13 @@ def model_config(cfg: TrainConfig) -> Pi05Config:
 
 
 def prepare_assets(
-    cfg: TrainConfig, run: Path, model_cfg: Pi05Config
+    cfg: TrainConfig, run: Path, model_cfg: Pi05Config, reuse: bool = True
 ) -> tuple[PolicyConfig, Path, Path]:
-    """-> policy config, norm_stats.json, tokenizer.model (reused when RUN has them)."""
+    """-> policy config, norm_stats.json, tokenizer.model. `reuse`: keep the ones RUN has
+    (a resumed run must normalize and tokenize exactly as its checkpoints did)."""
     data = Path(cfg.data)
-    state_dim = read_column(data, "state").shape[1]
-    action_dim = read_column(data, "actions").shape[1]
+    ds = open_dataset(data, model_cfg.action_horizon)
+    state_dim, action_dim = ds.state_dim, ds.action_dim
     if action_dim > model_cfg.action_dim:
         raise ValueError(
             f"dataset actions have {action_dim} dims, more than model action_dim "
@@ -95,6 +96,8 @@ def prepare_assets(
         )
     policy_cfg = PolicyConfig(asset_id=cfg.asset_id, state_dim=state_dim, env_action_dim=action_dim)
     assets = run / "assets" / cfg.asset_id
+    if not reuse:
+        shutil.rmtree(assets, ignore_errors=True)
     stats_path = assets / "norm_stats.json"
     if not stats_path.is_file():
         save_norm_stats(compute_norm_stats(data), stats_path)
@@ -131,7 +134,7 @@ def prepare_resume(cfg: TrainConfig, run: Path, model_cfg: Pi05Config) -> dict[s
             marker.unlink()
         return None
     folder = found[-1][1]
-    state = verify_checkpoint(folder, model_cfg, ema=cfg.ema_decay is not None)
+    state = verify_checkpoint(folder, model_cfg, ema=cfg.use_ema)
     old = state.get("train_config", {})
     changed = [k for k in ("batch_size", "seed", "data") if k in old and old[k] != getattr(cfg, k)]
     if changed:
@@ -200,7 +203,7 @@ def run_train(cfg: TrainConfig) -> Path:
     if resume is not None and resume["step"] >= cfg.last_step:
         print(f"[train] {run} is already at step {resume['step']} >= {cfg.last_step}")
         return run
-    policy_cfg, stats_path, tok_path = prepare_assets(cfg, run, model_cfg)
+    policy_cfg, stats_path, tok_path = prepare_assets(cfg, run, model_cfg, reuse=resume is not None)
     (run / CONFIG_SNAPSHOT).write_text(
         json.dumps({"train": cfg.to_dict(), "model": model_cfg.to_dict()}, indent=1)
     )
@@ -244,7 +247,8 @@ def run_train(cfg: TrainConfig) -> Path:
     finally:
         if owned:
             ray.shutdown()
+    prune_checkpoints(run, cfg.keep_checkpoints)
     return run
 
 
-__all__ = ["CheckpointError", "model_config", "run_train"]
+__all__ = ["model_config", "run_train"]

@@ -18,6 +18,7 @@ naming the file and the key.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,19 @@ def latest_checkpoint(run: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def prune_checkpoints(run: Path, keep: int | None) -> list[int]:
+    """Delete all but the newest `keep` checkpoints (None: keep all); -> steps deleted.
+
+    Ray's CheckpointConfig(num_to_keep) prunes within one invocation; this covers the ones
+    earlier invocations (`stop_after` + resume) left."""
+    found = list_checkpoints(run)
+    if keep is None or len(found) <= keep:
+        return []
+    for _, folder in found[:-keep]:
+        shutil.rmtree(folder, ignore_errors=True)
+    return [s for s, _ in found[:-keep]]
+
+
 # ---------------------------------------------------------------------------------------
 # Tensors of the training state
 
@@ -101,8 +115,9 @@ def load_optimizer_tensors(
                 )
             s[k] = t.to(p.device) if k != "step" else t
         state[i] = s
+    known = set(names)
     unknown = sorted(
-        k for k in keys if k.startswith("opt.") and k[4:].rsplit(".", 1)[0] not in set(names)
+        k for k in keys if k.startswith("opt.") and k[4:].rsplit(".", 1)[0] not in known
     )
     if unknown:
         raise CheckpointError(f"{path}: unexpected key(s) {unknown[:5]}")

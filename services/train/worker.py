@@ -1,8 +1,8 @@
 """The per-worker training function that Ray Train's `TorchTrainer` runs on every rank.
 
 Follows openpi scripts/train_pytorch.py `train_loop`: DDP with find_unused_parameters
-(the last prefix layer's outputs feed nothing), AdamW, LR set by hand every step, loss =
-mean of the per-element MSE, grad-norm clip, then optimizer step. Differences: Ray Train
+(the last prefix layer's outputs feed nothing), one `step.Stepper` call per step (LR by
+hand, mean MSE, clip, AdamW), metrics averaged over the log interval. Differences: Ray Train
 sets up the process group (gloo on CPU, nccl on GPU) and the device; rank 0 checkpoints
 through `ray.train.report` so a failed worker group restarts from the last checkpoint
 (`ray.train.get_checkpoint()`); the pruner's noise schedule reads `step=global_step`;
@@ -86,7 +86,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     model = build_model(model_cfg, cfg).to(device)
     opt = make_optimizer(model, cfg)
-    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
+    ema = EMA(model, cfg.ema_decay) if cfg.use_ema else None
 
     # -- where to start: Ray's latest checkpoint (after a worker-group restart, or when Ray
     # restored RUN's run state), else the one the driver picked for --resume.
@@ -94,7 +94,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ray_ckpt = ray.train.get_checkpoint()
     resume_from = plan.get("resume_from")
     with ray_ckpt.as_directory() if ray_ckpt is not None else nullcontext(None) as ray_folder:
-        candidates = [Path(p) for p in (ray_folder, resume_from) if p]
+        # A folder Ray remembers may be gone (pruned by keep_checkpoints, replaced by Tune's
+        # PBT); one that exists but is broken is an error (read_state_json raises).
+        candidates = [Path(p) for p in (ray_folder, resume_from) if p and Path(p).is_dir()]
         if candidates:  # the newer one (Ray may not have registered the driver's pick)
             folder = max(candidates, key=lambda p: read_state_json(p)["step"])
             start_step = load_train_checkpoint(folder, model, opt, ema)["step"]

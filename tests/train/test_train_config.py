@@ -40,7 +40,9 @@ def test_presets_resolve_and_validate():
 
 def test_overrides_win_and_ema_zero_turns_it_off():
     cfg = TrainConfig(preset="pi05_libero", data="d", batch_size=64, ema_decay=0).resolved()
-    assert cfg.batch_size == 64 and cfg.ema_decay is None and cfg.lr == 5e-5
+    assert cfg.batch_size == 64 and not cfg.use_ema and cfg.lr == 5e-5
+    assert cfg.resolved() == cfg  # idempotent (run_train may get a resolved config)
+    assert TrainConfig(preset="pi05_libero", data="d").resolved().use_ema
 
 
 @pytest.mark.parametrize(
@@ -59,7 +61,7 @@ def test_overrides_win_and_ema_zero_turns_it_off():
             "train.image_size must be a positive multiple of 14 (SigLIP patch size), got 50",
         ),
         ({"wandb_mode": "cloud"}, "train.wandb_mode must be one of"),
-        ({"ema_decay": 1.5}, "train.ema_decay must be in (0, 1), 0 or None, got 1.5"),
+        ({"ema_decay": 1.5}, "train.ema_decay must be in [0, 1) (0: off) or None, got 1.5"),
         ({"fail_at_step": 99, "steps": 10}, "train.fail_at_step must be in [1, steps=10], got 99"),
         ({"data": ""}, "train.data must be a LeRobot dataset folder, got ''"),
         (

@@ -121,7 +121,8 @@ def test_ray_job_submit_runs_training(cluster, tiny_lerobot, tmp_path):
         str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
         "--", "python", "-m", "services.train",
         "--preset", "tiny", "--data", str(tiny_lerobot), "--out", str(run),
-        "--steps", "4", "--workers", "2", "--batch-size", "4", "--save-every", "2",
+        "--steps", "4", "--workers", "2", "--batch-size", "4", "--save-every", "1",
+        "--keep-checkpoints", "2",
         "--image-size", "28", "--cpus-per-worker", "0.5", "--wandb-mode", "disabled",
     ]  # fmt: skip
     out = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -129,4 +130,4 @@ def test_ray_job_submit_runs_training(cluster, tiny_lerobot, tmp_path):
     assert out.returncode == 0, log
     assert "succeeded" in log, log
     assert [m["step"] for m in read_metrics(run)] == [1, 2, 3, 4]
-    assert [s for s, _ in list_checkpoints(run)] == [2, 4]
+    assert [s for s, _ in list_checkpoints(run)] == [3, 4]  # keep_checkpoints=2

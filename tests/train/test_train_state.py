@@ -15,7 +15,6 @@ from safetensors.torch import load_file, save_file
 
 from policies.normalize import load_norm_stats
 from policies.pi05.checkpoint import CheckpointError
-from policies.pi05.model import Pi05Model
 from policies.policy import Policy, load_checkpoint
 from policies.pruning.config import PrunerConfig
 from services.train import TrainConfig, run_train
@@ -31,6 +30,7 @@ from services.train.state import (
     verify_checkpoint,
 )
 from services.train.step import Stepper, make_optimizer
+from services.train.worker import build_model
 
 
 def make_cfg(data: Path, out: Path, **kw) -> TrainConfig:
@@ -57,8 +57,7 @@ class Trainer:
         self.cfg, self.mc = cfg, model_config(cfg)
         self.policy_cfg, stats_path, self.tok = prepare_assets(cfg, run, self.mc)
         self.stats = load_norm_stats(stats_path)
-        torch.manual_seed(cfg.seed)
-        self.model = Pi05Model(self.mc).train()
+        self.model = build_model(self.mc, cfg).train()  # seeded; init_from; checkpointing
         self.opt = make_optimizer(self.model, cfg)
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
         self.step = Stepper(cfg, self.model, self.model, self.opt, self.ema, 0, torch.device("cpu"))
@@ -222,8 +221,6 @@ FIXTURE = Path(__file__).resolve().parents[3] / "shared/fixtures/openpi_pi05_tin
 
 @pytest.mark.parametrize("source", ["openpi", "prunepi"])
 def test_init_from_a_checkpoint(source, halves, tiny_lerobot, tmp_path):
-    from services.train.worker import build_model
-
     if source == "openpi":
         if not (FIXTURE / "model.safetensors").is_file():
             pytest.skip(f"openpi fixture not found at {FIXTURE}")
@@ -243,3 +240,32 @@ def test_init_from_a_checkpoint(source, halves, tiny_lerobot, tmp_path):
     trainer = Trainer(cfg)  # and it trains
     trainer.model.load_state_dict(model.state_dict())
     assert all(math.isfinite(m["train/loss"]) for m in trainer.run(0, 1))
+
+
+def test_prune_checkpoints_keeps_the_newest(tmp_path):
+    from services.train.state import list_checkpoints, prune_checkpoints
+
+    for step in (3, 10, 7, 1):
+        (checkpoint_dir(tmp_path, step)).mkdir(parents=True)
+    (tmp_path / "checkpoints" / "12.abc.tmp").mkdir()  # an unfinished save is not a checkpoint
+    assert prune_checkpoints(tmp_path, None) == []
+    assert prune_checkpoints(tmp_path, 2) == [1, 3]
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [7, 10]
+
+
+def test_bf16_with_gradient_checkpointing_trains_and_checkpoints(tiny_lerobot, tmp_path):
+    """openpi's pi05_libero precision recipe on the tiny model (CPU): bf16 weights with the
+    fp32 keep-list, activation checkpointing, EMA kept in fp32."""
+    cfg = make_cfg(
+        tiny_lerobot, tmp_path / "run", precision="bfloat16", gradient_checkpointing=True
+    )
+    t = Trainer(cfg)
+    assert t.model.gradient_checkpointing and t.model.compute_dtype == torch.bfloat16
+    assert all(math.isfinite(m["train/loss"]) for m in t.run(0, 2))
+    assert all(v.dtype == torch.float32 for v in t.ema.shadow.values())
+    ckpt = t.save(checkpoint_dir(tmp_path / "run", 2), 2)
+    verify_checkpoint(ckpt, t.mc, ema=True)
+    fresh = Trainer(cfg)
+    load_train_checkpoint(ckpt, fresh.model, fresh.opt, fresh.ema)
+    for (n, p), (_, q) in zip(t.model.named_parameters(), fresh.model.named_parameters()):
+        assert p.dtype == q.dtype and torch.equal(p, q), n
