@@ -31,8 +31,12 @@ def bench(preset: str, device: str, batch: int, mode: str, iters: int) -> dict:
     if mode == "compile":
         model.denoise_step = torch.compile(model.denoise_step, mode="max-autotune-no-cudagraphs")
         model.prefill = torch.compile(model.prefill, dynamic=False)
-    r = time_ms(lambda: model.sample_actions(obs), warmup=3 if mode == "compile" else 1,
-                iters=iters, cuda=device == "cuda")
+    r = time_ms(
+        lambda: model.sample_actions(obs),
+        warmup=3 if mode == "compile" else 1,
+        iters=iters,
+        cuda=device == "cuda",
+    )
     return {"preset": preset, "device": device, "batch": batch, "mode": mode, **r}
 
 

@@ -37,8 +37,13 @@ def build(preset: str, device: str, keep: int | None, trim: bool) -> Pi05Model:
     if device == "cuda":
         cfg = dataclasses.replace(cfg, dtype="bfloat16")
     if keep is not None:
-        pr = PrunerConfig(enabled=True, budget="keep_tokens", keep_tokens=keep,
-                          trim_prompt_padding=trim, telemetry=False)
+        pr = PrunerConfig(
+            enabled=True,
+            budget="keep_tokens",
+            keep_tokens=keep,
+            trim_prompt_padding=trim,
+            telemetry=False,
+        )
         cfg = dataclasses.replace(cfg, pruning=pr)
     torch.manual_seed(0)
     with torch.device(device):
@@ -56,12 +61,24 @@ def eval_rows(preset: str, device: str, iters: int) -> list[dict]:
         for name, keep, trim in variants:
             model = build(preset, device, keep, trim)
             obs = observation(model.config, batch, device, prompt_fill=0.25 if trim else 1.0)
-            r = time_ms(lambda m=model, o=obs: m.sample_actions(o), warmup=1, iters=iters,
-                        cuda=device == "cuda")
+            r = time_ms(
+                lambda m=model, o=obs: m.sample_actions(o),
+                warmup=1,
+                iters=iters,
+                cuda=device == "cuda",
+            )
             base = r["median_ms"] if base is None else base
-            rows.append({"preset": preset, "device": device, "batch": batch, "variant": name,
-                         "kept": keep or n_total, "median_ms": r["median_ms"],
-                         "ratio": r["median_ms"] / base})
+            rows.append(
+                {
+                    "preset": preset,
+                    "device": device,
+                    "batch": batch,
+                    "variant": name,
+                    "kept": keep or n_total,
+                    "median_ms": r["median_ms"],
+                    "ratio": r["median_ms"] / base,
+                }
+            )
             del model
     return rows
 
@@ -85,8 +102,9 @@ def train_overhead(preset: str, device: str, iters: int) -> list[dict]:
             opt.step()
 
         r = time_ms(step, warmup=1, iters=iters, cuda=device == "cuda")
-        rows.append({"preset": preset, "device": device, "variant": name,
-                     "train_step_ms": r["median_ms"]})
+        rows.append(
+            {"preset": preset, "device": device, "variant": name, "train_step_ms": r["median_ms"]}
+        )
     rows[1]["ratio"] = rows[1]["train_step_ms"] / rows[0]["train_step_ms"]
     rows[0]["ratio"] = 1.0
     return rows
@@ -108,11 +126,23 @@ def main() -> None:
     print_table(rows, ["preset", "device", "batch", "variant", "kept", "median_ms", "ratio"])
     print()
     print_table(train, ["preset", "device", "variant", "train_step_ms", "ratio"])
-    print("\nreference (references.md §3, pi05 on one H100, bf16, CUDA graphs): keep 78 = "
-          "0.77x at batch 1, 0.52x at batch 8; +trim to 48 prompt slots 0.73x / 0.43x")
-    write_json(args.out, {"eval": rows, "train": train,
-                          "reference_h100": {"keep78_b1": 0.77, "keep78_b8": 0.52,
-                                             "keep78_trim_b1": 0.73, "keep78_trim_b8": 0.43}})
+    print(
+        "\nreference (references.md §3, pi05 on one H100, bf16, CUDA graphs): keep 78 = "
+        "0.77x at batch 1, 0.52x at batch 8; +trim to 48 prompt slots 0.73x / 0.43x"
+    )
+    write_json(
+        args.out,
+        {
+            "eval": rows,
+            "train": train,
+            "reference_h100": {
+                "keep78_b1": 0.77,
+                "keep78_b8": 0.52,
+                "keep78_trim_b1": 0.73,
+                "keep78_trim_b8": 0.43,
+            },
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from envs import lerobot_format as lf
+from envs.layouts import check_init_spread
 from envs.scene import CONTROL_HZ
 from envs.suites import SUITES
 
@@ -47,6 +48,8 @@ class CollectConfig:
     max_attempts_per_demo: float = 3.0  # give up on a task after this many tries per demo
     overwrite: bool = False  # replace an existing dataset at `out`
     progress: bool = True  # show a tqdm progress bar
+    # LIBERO-style init regions (m) around each object's home; None = anywhere on the table
+    init_spread: float | None = None
 
     def __post_init__(self):
         if self.suite != "all" and self.suite not in SUITES:
@@ -67,6 +70,7 @@ class CollectConfig:
             raise ValueError(
                 f"max_attempts_per_demo: expected >= 1, got {self.max_attempts_per_demo!r}"
             )
+        check_init_spread(self.init_spread)
         object.__setattr__(self, "out", pathlib.Path(self.out))
 
     @property
@@ -78,8 +82,9 @@ class CollectConfig:
 class EpisodeWorker:
     """Ray actor body: records expert episodes, writes the successful ones to staging."""
 
-    def __init__(self, image_size: int, staging: str):
+    def __init__(self, image_size: int, staging: str, init_spread: float | None = None):
         self.image_size = image_size
+        self.init_spread = init_spread
         self.staging = pathlib.Path(staging)
         self._envs: dict[tuple[str, int], Any] = {}
 
@@ -89,7 +94,9 @@ class EpisodeWorker:
 
         key = (suite, task_id)
         if key not in self._envs:
-            env = envs.make(suite, task_id, image_size=self.image_size)
+            env = envs.make(
+                suite, task_id, image_size=self.image_size, init_spread=self.init_spread
+            )
             self._envs[key] = (env, make_expert(env))
         return self._envs[key]
 
@@ -173,7 +180,10 @@ def run_collect(cfg: CollectConfig) -> pathlib.Path:
     try:
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         worker_cls = ray.remote(num_cpus=min(1.0, cpus / cfg.num_workers))(EpisodeWorker)
-        actors = [worker_cls.remote(cfg.image_size, str(staging)) for _ in range(cfg.num_workers)]
+        actors = [
+            worker_cls.remote(cfg.image_size, str(staging), cfg.init_spread)
+            for _ in range(cfg.num_workers)
+        ]
         progress = [
             _TaskProgress(suite, t.task_id, t.instruction)
             for suite in cfg.suites
@@ -269,4 +279,6 @@ def _assemble(root: pathlib.Path, progress: list[_TaskProgress], cfg: CollectCon
         meta / "tasks.jsonl", [{"task_index": i, "task": t} for i, t in enumerate(tasks)]
     )
     lf.write_jsonl(meta / "episodes_stats.jsonl", stats_rows)
-    (meta / "expert_stats.json").write_text(json.dumps({"tasks": stats}, indent=2))
+    (meta / "expert_stats.json").write_text(
+        json.dumps({"tasks": stats, "init_spread": cfg.init_spread}, indent=2)
+    )

@@ -33,6 +33,18 @@ FEATURE_ALIASES: dict[str, tuple[str, ...]] = {
 _DEFAULT_DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
 
 
+def dataset_init_spread(root: str | Path) -> float | None:
+    """The `init_spread` our collector recorded (meta/expert_stats.json), None otherwise.
+
+    Rollouts that evaluate a policy trained on this dataset draw initial states the same way.
+    """
+    path = Path(root) / "meta" / "expert_stats.json"
+    if not path.is_file():
+        return None
+    value = json.loads(path.read_text()).get("init_spread")
+    return None if value is None else float(value)
+
+
 @dataclass
 class _Episode:
     """One episode's columns, decoded except for the images (decoded per frame)."""

@@ -25,6 +25,9 @@ _SUITE_CODE = {"spatial": 1, "object": 2, "goal": 3, "long": 4}
 _EVAL_STREAM, _TRAIN_STREAM = 0, 1
 
 Layout = dict[str, np.ndarray]  # object name -> (x, y, yaw)
+# With `init_spread`, yaw is jittered by this many radians per metre of spread (3 cm -> 0.3 rad,
+# about LIBERO's small yaw ranges in its BDDL init regions).
+YAW_PER_SPREAD = 10.0
 
 
 def _sample(task: TaskSpec, rng: np.random.Generator) -> Layout:
@@ -54,25 +57,73 @@ def _sample(task: TaskSpec, rng: np.random.Generator) -> Layout:
 
 
 @lru_cache(maxsize=64)
-def _eval_layouts(suite: str, task_id: int) -> tuple[Layout, ...]:
+def _eval_layouts(suite: str, task_id: int, init_spread: float | None) -> tuple[Layout, ...]:
     from envs.suites import get_task
 
     task = get_task(suite, task_id)
     code = _SUITE_CODE[suite]
     return tuple(
-        _sample(task, np.random.default_rng([code, task_id, _EVAL_STREAM, k]))
+        _draw(task, np.random.default_rng([code, task_id, _EVAL_STREAM, k]), init_spread)
         for k in range(task.num_init_states)
     )
 
 
-def eval_layouts(task: TaskSpec) -> tuple[Layout, ...]:
-    """The task's fixed list of initial layouts (cached)."""
-    return _eval_layouts(task.suite, task.task_id)
+def check_init_spread(init_spread: float | None) -> float | None:
+    """None (anywhere in the region) or a jitter in metres, 0 < spread <= 0.1."""
+    if init_spread is None:
+        return None
+    if isinstance(init_spread, bool) or not isinstance(init_spread, int | float | np.floating):
+        raise ValueError(f"init_spread: expected None or a float in (0, 0.1], got {init_spread!r}")
+    if not 0.0 < float(init_spread) <= 0.1:
+        raise ValueError(f"init_spread: expected None or a float in (0, 0.1], got {init_spread!r}")
+    return float(init_spread)
 
 
-def layout_from_seed(task: TaskSpec, seed: int) -> Layout:
+def home_layout(task: TaskSpec) -> Layout:
+    """The task's fixed home layout: the centre of every object's init region."""
+    return _eval_layouts(task.suite, task.task_id, None)[0]
+
+
+def _jitter(task: TaskSpec, rng: np.random.Generator, spread: float) -> Layout:
+    """LIBERO-style init regions: every object within +-spread (m) of its home position.
+
+    LIBERO's BDDL files give each object a small fixed region (a few cm) instead of the whole
+    table; with `init_spread` our tasks do the same, around `home_layout`. Same gap and
+    spatial-reference rules as `_sample`, so every drawn layout is valid and unambiguous.
+    """
+    home = home_layout(task)
+    for _ in range(2000):
+        lay = {
+            n: p + rng.uniform(-1.0, 1.0, 3) * np.array([spread, spread, YAW_PER_SPREAD * spread])
+            for n, p in home.items()
+        }
+        names = list(lay)
+        if any(
+            np.hypot(*(lay[a][:2] - lay[b][:2]))
+            < task.object(a).footprint + task.object(b).footprint + GAP
+            for i, a in enumerate(names)
+            for b in names[i + 1 :]
+        ):
+            continue
+        positions = {n: p[:2] for n, p in lay.items()}
+        if all(ref.margin(positions) >= MIN_REF_MARGIN[ref.rule] for ref in task.spatial_refs):
+            return lay
+    raise RuntimeError(f"layout: could not jitter the objects of {task.env_id} by {spread} m")
+
+
+def _draw(task: TaskSpec, rng: np.random.Generator, init_spread: float | None) -> Layout:
+    return _sample(task, rng) if init_spread is None else _jitter(task, rng, init_spread)
+
+
+def eval_layouts(task: TaskSpec, init_spread: float | None = None) -> tuple[Layout, ...]:
+    """The task's fixed list of initial layouts (cached); `init_spread` as in `_jitter`."""
+    return _eval_layouts(task.suite, task.task_id, check_init_spread(init_spread))
+
+
+def layout_from_seed(task: TaskSpec, seed: int, init_spread: float | None = None) -> Layout:
     """A fresh layout outside the evaluation list (for demonstrations)."""
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"layout_seed: expected a non-negative int, got {seed!r}")
     code = _SUITE_CODE[task.suite]
-    return _sample(task, np.random.default_rng([code, task.task_id, _TRAIN_STREAM, int(seed)]))
+    rng = np.random.default_rng([code, task.task_id, _TRAIN_STREAM, int(seed)])
+    return _draw(task, rng, check_init_spread(init_spread))

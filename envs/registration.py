@@ -33,12 +33,32 @@ def make(
     image_size: int = 224,
     seed: int | None = None,
     render_mode: str | None = None,
+    init_spread: float | None = None,
 ) -> gym.Env:
     """`gymnasium.make` of one task with its suite's step limit.
 
     `seed` seeds the env's generator, so the first `reset()` (no arguments) picks the same
     initial state every time; `reset(options={"init_state_id": k})` picks one explicitly.
+    `init_spread` (m): None places objects anywhere in the layout region; a float keeps each
+    within that distance of a fixed home position, like LIBERO's init regions.
+    Suites named `libero_*` are the real LIBERO benchmark (envs/libero.py, optional extra).
     """
+    if isinstance(suite, str) and suite.startswith("libero_"):
+        from envs import libero
+
+        if init_spread is not None:
+            raise ValueError(
+                f"init_spread: LIBERO uses its own fixed init states, got {init_spread!r}"
+            )
+        return libero.make(
+            suite, task_id, image_size=image_size, seed=seed, render_mode=render_mode
+        )
     task = get_task(suite, task_id)
     register_all()
-    return gym.make(task.env_id, image_size=image_size, seed=seed, render_mode=render_mode)
+    return gym.make(
+        task.env_id,
+        image_size=image_size,
+        seed=seed,
+        render_mode=render_mode,
+        init_spread=init_spread,
+    )

@@ -34,7 +34,12 @@ from gymnasium import spaces  # noqa: E402
 from gymnasium.utils import seeding  # noqa: E402
 
 from envs import rotations as rot  # noqa: E402
-from envs.layouts import Layout, eval_layouts, layout_from_seed  # noqa: E402
+from envs.layouts import (  # noqa: E402
+    Layout,
+    check_init_spread,
+    eval_layouts,
+    layout_from_seed,
+)
 from envs.predicates import SuccessChecker  # noqa: E402
 from envs.scene import (  # noqa: E402
     CONTROL_HZ,
@@ -98,8 +103,12 @@ class TabletopEnv(gym.Env):
         seed: int | None = None,
         render_mode: str | None = None,
         shadows: bool = False,
+        init_spread: float | None = None,
     ):
         self.task: TaskSpec = get_task(suite, task_id)
+        # None: objects anywhere in the layout region; a float: LIBERO-style init regions of
+        # +-init_spread m around fixed home positions (envs/layouts.py `_jitter`).
+        self.init_spread = check_init_spread(init_spread)
         if (
             isinstance(image_size, bool)
             or not isinstance(image_size, int | np.integer)
@@ -134,7 +143,9 @@ class TabletopEnv(gym.Env):
         self._finger_ctrl = np.array([m.actuator(n).id for n in ("left_finger", "right_finger")])
         self._obj_qpos = {n: int(m.jnt_qposadr[m.joint(n).id]) for n in self.task.object_names}
         self._obj_body = {n: m.body(n).id for n in self.task.object_names}
-        self.init_states = np.stack([self._layout_qpos(lay) for lay in eval_layouts(self.task)])
+        self.init_states = np.stack(
+            [self._layout_qpos(lay) for lay in eval_layouts(self.task, self.init_spread)]
+        )
 
         size = (image_size, image_size, 3)
         self.observation_space = spaces.Dict(
@@ -203,7 +214,9 @@ class TabletopEnv(gym.Env):
         if "init_state_id" in options and "layout_seed" in options:
             raise ValueError("options: give init_state_id or layout_seed, not both")
         if "layout_seed" in options:
-            qpos = self._layout_qpos(layout_from_seed(self.task, options["layout_seed"]))
+            qpos = self._layout_qpos(
+                layout_from_seed(self.task, options["layout_seed"], self.init_spread)
+            )
             self.init_state_id = None
         else:
             k = options.get("init_state_id")

@@ -56,7 +56,9 @@ class NormStats:
         missing = [k for k in ("mean", "std", "q01", "q99") if k not in d]
         if missing:
             raise ValueError(f"norm_stats[{name!r}] is missing {missing}")
-        return NormStats(**{k: np.asarray(d[k], dtype=np.float32) for k in ("mean", "std", "q01", "q99")})
+        return NormStats(
+            **{k: np.asarray(d[k], dtype=np.float32) for k in ("mean", "std", "q01", "q99")}
+        )
 
 
 def save_norm_stats(stats: dict[str, NormStats], path: Path) -> None:

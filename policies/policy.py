@@ -25,7 +25,12 @@ import numpy as np
 import torch
 
 from policies.normalize import NormStats, load_norm_stats, save_norm_stats
-from policies.pi05.checkpoint import MODEL_FILE, load_openpi_weights, save_openpi_weights
+from policies.pi05.checkpoint import (
+    MODEL_FILE,
+    load_openpi_weights,
+    save_openpi_weights,
+    umask_mode,
+)
 from policies.pi05.config import Pi05Config
 from policies.pi05.model import Observation, Pi05Model
 from policies.tokenizer import PromptTokenizer
@@ -214,6 +219,7 @@ def save_checkpoint(
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", suffix=".tmp", dir=folder.parent))
     try:
+        os.chmod(tmp, umask_mode(0o777))  # mkdtemp's 0700 would hide it from other users
         save_openpi_weights(model, tmp)
         body = {"model": model.config.to_dict(), "policy": dataclasses.asdict(policy_cfg)}
         (tmp / CONFIG_FILE).write_text(json.dumps(body, indent=1))

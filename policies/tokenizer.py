@@ -43,7 +43,9 @@ class PromptTokenizer:
             raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
         ids = self._sp.encode(clean_prompt(prompt), add_bos=True) + self._sp.encode("\n")
         if len(ids) > self.max_len:
-            log.warning("prompt has %d tokens, truncated to max_token_len=%d", len(ids), self.max_len)
+            log.warning(
+                "prompt has %d tokens, truncated to max_token_len=%d", len(ids), self.max_len
+            )
             ids = ids[: self.max_len]
         n = len(ids)
         tokens = np.zeros(self.max_len, dtype=np.int64)

@@ -113,8 +113,8 @@ def augment_images(
         B, _, H, W = img.shape
         x = (img + 1) / 2  # [0, 1]
 
-        def rand(lo: float, hi: float) -> torch.Tensor:
-            return lo + (hi - lo) * torch.rand(B, generator=generator).to(img.device)
+        def rand(lo: float, hi: float, B=B, device=img.device) -> torch.Tensor:
+            return lo + (hi - lo) * torch.rand(B, generator=generator).to(device)
 
         if "wrist" not in name:
             ch, cw = int(H * 0.95), int(W * 0.95)

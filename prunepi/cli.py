@@ -27,18 +27,42 @@ env.apply_defaults()
 
 # name -> (module, config class, run function, one-line description)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
-    "collect": ("envs.collect", "CollectConfig", "run_collect",
-                "scripted-expert demos in the LeRobot layout, on Ray actors"),
-    "train": ("services.train", "TrainConfig", "run_train",
-              "Ray Train DDP fine-tuning of π0.5 with the pruner"),
-    "serve": ("services.serve", "ServeConfig", "run_serve",
-              "Ray Serve: an eval-mode pruned policy over openpi's websocket protocol"),
-    "rollout": ("services.rollout", "RolloutConfig", "run_rollout",
-                "closed-loop rollouts on Ray actors: success and kept tokens"),
-    "tune": ("tune.driver", "TuneConfig", "run_tune",
-             "Ray Tune over noise schedule, keep budget and scorer"),
-    "demo": ("services.demo", "DemoConfig", "run_demo",
-             "the whole loop on an embedded local Ray: collect, train, serve, roll out"),
+    "collect": (
+        "envs.collect",
+        "CollectConfig",
+        "run_collect",
+        "scripted-expert demos in the LeRobot layout, on Ray actors",
+    ),
+    "train": (
+        "services.train",
+        "TrainConfig",
+        "run_train",
+        "Ray Train DDP fine-tuning of π0.5 with the pruner",
+    ),
+    "serve": (
+        "services.serve",
+        "ServeConfig",
+        "run_serve",
+        "Ray Serve: an eval-mode pruned policy over openpi's websocket protocol",
+    ),
+    "rollout": (
+        "services.rollout",
+        "RolloutConfig",
+        "run_rollout",
+        "closed-loop rollouts on Ray actors: success and kept tokens",
+    ),
+    "tune": (
+        "tune.driver",
+        "TuneConfig",
+        "run_tune",
+        "Ray Tune over noise schedule, keep budget and scorer",
+    ),
+    "demo": (
+        "services.demo",
+        "DemoConfig",
+        "run_demo",
+        "the whole loop on an embedded local Ray: collect, train, serve, roll out",
+    ),
 }
 
 

@@ -20,6 +20,23 @@ DEFAULTS = {
 }
 
 RAY_OBJECT_STORE_BYTES = 512 * 1024**2
+# Loggers too chatty for a terminal, and the level they are held to in every Ray worker:
+# Train v2 logs each report at INFO (one line per step with every metric), and its
+# PlacementGroupCleaner polls the State API, which `include_dashboard=False` leaves out, so it
+# warns every few seconds that the API is unavailable. Our own loggers are untouched.
+QUIET_LOGGERS = {
+    "ray.train": "WARNING",
+    "ray.train.v2._internal.execution.controller.placement_group_cleaner": "ERROR",
+}
+
+
+def quiet_ray_logs() -> None:
+    """Ray `worker_process_setup_hook`: hold QUIET_LOGGERS to their levels in each worker."""
+    import logging
+
+    apply_defaults()
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def apply_defaults() -> None:
@@ -44,6 +61,7 @@ def init_local_ray(num_cpus: int = 2) -> bool:
         _node_ip_address="127.0.0.1",
         log_to_driver=True,
         configure_logging=False,
+        runtime_env={"worker_process_setup_hook": "prunepi.env.quiet_ray_logs"},
     )
     return True
 

@@ -25,7 +25,9 @@ def random_observation(cfg, batch: int, generator: torch.Generator) -> Observati
     mask = torch.arange(L)[None] < lengths[:, None]
     tokens = torch.randint(1, cfg.vocab_size, (batch, L), generator=generator) * mask
     return Observation(
-        images={c: torch.rand(batch, 3, s, s, generator=generator) * 2 - 1 for c in cfg.camera_names},
+        images={
+            c: torch.rand(batch, 3, s, s, generator=generator) * 2 - 1 for c in cfg.camera_names
+        },
         image_masks={
             c: torch.full((batch,), i < 2, dtype=torch.bool) for i, c in enumerate(cfg.camera_names)
         },

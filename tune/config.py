@@ -36,8 +36,14 @@ class TuneConfig:
     rollout_workers: int = 1  # Ray actors rolling out each trial's checkpoint
     kept_weight: float = 0.25  # scalarization: score = success_rate - kept_weight * kept_ratio
     max_concurrent_trials: int = 1  # trials in flight (2 local CPUs fit one)
-    trial_cpus: float = 0.01  # logical CPUs of the trial driver (light; Train workers ask their own)
+    trial_cpus: float = (
+        0.01  # logical CPUs of the trial driver (light; Train workers ask their own)
+    )
     train_workers: int = 1  # Ray Train workers per trial
+    cpus_per_train_worker: float = 0.99  # Ray CPUs per Train worker (leaves trial_cpus room)
+    batch_size: int | None = None  # global batch per step; None = the preset's
+    lr: float | None = None  # peak learning rate; None = the preset's
+    augment: bool = True  # openpi's train-time image augmentation
     gpus_per_worker: float = 0.0  # fractional GPUs per Train worker on a cluster (0: CPU)
     grace_rungs: int = 1  # ASHA: rungs every trial gets before it may be stopped
     seed: int = 0  # searcher and training seed
@@ -56,8 +62,16 @@ class TuneConfig:
             raise bad("searcher", f"one of {SEARCHERS}")
         if not self.data:
             raise bad("data", "a LeRobot dataset folder")
-        for name in ("trials", "steps", "rungs", "episodes_per_task", "rollout_workers",
-                     "max_concurrent_trials", "train_workers", "grace_rungs"):
+        for name in (
+            "trials",
+            "steps",
+            "rungs",
+            "episodes_per_task",
+            "rollout_workers",
+            "max_concurrent_trials",
+            "train_workers",
+            "grace_rungs",
+        ):
             if getattr(self, name) < 1:
                 raise bad(name, ">= 1")
         if self.steps < self.rungs:
@@ -66,6 +80,12 @@ class TuneConfig:
             raise bad("kept_weight", ">= 0")
         if self.trial_cpus <= 0:
             raise bad("trial_cpus", "> 0 (Ray refuses a trial with no resources)")
+        if self.cpus_per_train_worker < 0:
+            raise bad("cpus_per_train_worker", ">= 0")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise bad("batch_size", "None or >= 1")
+        if self.lr is not None and not self.lr > 0:
+            raise bad("lr", "None or > 0")
         if self.gpus_per_worker < 0:
             raise bad("gpus_per_worker", ">= 0")
 

@@ -130,10 +130,19 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
     front = pareto_front(rows)
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter([r["kept_tokens_mean"] for r in rows], [r["success_rate"] for r in rows],
-               c="tab:blue", label="trials")
-    ax.plot([r["kept_tokens_mean"] for r in front], [r["success_rate"] for r in front],
-            "o-", c="tab:red", label="Pareto front")
+    ax.scatter(
+        [r["kept_tokens_mean"] for r in rows],
+        [r["success_rate"] for r in rows],
+        c="tab:blue",
+        label="trials",
+    )
+    ax.plot(
+        [r["kept_tokens_mean"] for r in front],
+        [r["success_rate"] for r in front],
+        "o-",
+        c="tab:red",
+        label="Pareto front",
+    )
     for r in rows:
         if r.get("variant"):
             ax.annotate(r["variant"], (r["kept_tokens_mean"], r["success_rate"]), fontsize=7)
@@ -153,8 +162,13 @@ def export_best(cfg: TuneConfig, rows: list[dict[str, Any]], out: Path) -> Path 
     best = rows[0]
     params = {k: best[k] for k in DEFAULTS}
     tc = dataclasses.replace(
-        train_config(cfg, params, out / "best", cfg.steps), resume=False, stop_after=None,
-        out="runs/train_best", save_every=None, log_every=None, wandb_mode="offline",
+        train_config(cfg, params, out / "best", cfg.steps),
+        resume=False,
+        stop_after=None,
+        out="runs/train_best",
+        save_every=None,
+        log_every=None,
+        wandb_mode="offline",
         keep_checkpoints=None,
     )
     path = out / "best_train_config.json"
@@ -197,9 +211,13 @@ def run_tune(cfg: TuneConfig) -> dict[str, Any]:
 
 
 def _print(rows: list[dict[str, Any]]) -> None:
-    print(f"{'trial':<28} {'scorer':<9} {'schedule':<9} {'budget':<11} "
-          f"{'success':>7} {'kept':>7} {'score':>6}")
+    print(
+        f"{'trial':<28} {'scorer':<9} {'schedule':<9} {'budget':<11} "
+        f"{'success':>7} {'kept':>7} {'score':>6}"
+    )
     for r in rows:
         name = r.get("variant") or r["trial_id"]
-        print(f"{name[:28]:<28} {r['scorer']:<9} {r['schedule']:<9} {r['budget']:<11} "
-              f"{r['success_rate']:>7.2f} {r['kept_tokens_mean']:>7.1f} {r['score']:>6.3f}")
+        print(
+            f"{name[:28]:<28} {r['scorer']:<9} {r['schedule']:<9} {r['budget']:<11} "
+            f"{r['success_rate']:>7.2f} {r['kept_tokens_mean']:>7.1f} {r['score']:>6.3f}"
+        )

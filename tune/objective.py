@@ -22,7 +22,10 @@ def pareto_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows not dominated in (success_rate max, kept_tokens_mean min), by kept tokens."""
 
     def dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
-        ge = a["success_rate"] >= b["success_rate"] and a["kept_tokens_mean"] <= b["kept_tokens_mean"]
+        ge = (
+            a["success_rate"] >= b["success_rate"]
+            and a["kept_tokens_mean"] <= b["kept_tokens_mean"]
+        )
         gt = a["success_rate"] > b["success_rate"] or a["kept_tokens_mean"] < b["kept_tokens_mean"]
         return ge and gt
 

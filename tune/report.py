@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 import time
@@ -16,7 +17,8 @@ from tune.space import ABLATION
 
 def _machine() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} threads, {gpu}".strip()
+    cpu = f"{platform.machine()} {platform.processor() or ''}".strip()
+    return f"{cpu}, {os.cpu_count()} CPUs, {gpu}"
 
 
 def write_ablation_report(cfg: TuneConfig, rows: list[dict[str, Any]], out: Path) -> Path:

@@ -48,7 +48,10 @@ ABLATION: dict[str, dict[str, Any]] = {
     "lowrank / linear": {"scorer": "lowrank", "schedule": "linear"},
     "lightvla / gap x2": {"scorer": "lightvla", "schedule": "gap", "noise_scale": 2.0},
     "lightvla / keep_ratio 0.15": {
-        "scorer": "lightvla", "schedule": "linear", "budget": "keep_ratio", "keep_ratio": 0.15
+        "scorer": "lightvla",
+        "schedule": "linear",
+        "budget": "keep_ratio",
+        "keep_ratio": 0.15,
     },
 }
 

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from envs.dataset import dataset_init_spread
 from services.rollout.config import RolloutConfig
 from services.rollout.driver import run_rollout
 from services.train.config import TrainConfig
@@ -37,6 +38,10 @@ def train_config(cfg: TuneConfig, params: dict[str, Any], run: Path, stop: int) 
         data=cfg.data,
         out=str(run),
         workers=cfg.train_workers,
+        cpus_per_worker=cfg.cpus_per_train_worker,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        augment=cfg.augment,
         resume=True,
         steps=cfg.steps,
         stop_after=stop,
@@ -47,6 +52,7 @@ def train_config(cfg: TuneConfig, params: dict[str, Any], run: Path, stop: int) 
         seed=cfg.seed,
         image_size=cfg.image_size,
         device="cuda" if cfg.gpus_per_worker > 0 else "cpu",
+        gpus_per_worker=cfg.gpus_per_worker or 1.0,  # unused on CPU
         wandb_mode="disabled",  # a trial's metrics go to RUN/metrics.jsonl and to Tune
         keep_checkpoints=2,
     )
@@ -63,7 +69,7 @@ def last_metrics(run: Path) -> dict[str, float]:
 
 def adopt_checkpoint(src: Path, run: Path) -> None:
     """PBT exploit: continue from another trial's checkpoint (copied into this RUN)."""
-    for step, folder in list_checkpoints(run):
+    for _, folder in list_checkpoints(run):
         shutil.rmtree(folder)
     dst = run / "checkpoints" / src.name
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -103,6 +109,7 @@ def run_trial(config: dict[str, Any], tune_cfg: dict[str, Any]) -> None:
                 max_steps=cfg.max_rollout_steps,
                 image_size=cfg.image_size,
                 seed=7,
+                init_spread=dataset_init_spread(cfg.data),  # the demos' init regions
             )
         )
         train = last_metrics(run)

@@ -127,12 +127,24 @@ def openpi_state_dict(model: Pi05Model) -> dict[str, torch.Tensor]:
     return sd
 
 
+def umask_mode(mode: int) -> int:
+    """`mode` less the process umask: what open()/mkdir() would have given the file.
+
+    tempfile's mkstemp/mkdtemp create 0600/0700 whatever the umask; checkpoints are read by
+    other processes and users of a cluster (serving, evaluation), so they get the normal mode.
+    """
+    current = os.umask(0)
+    os.umask(current)
+    return mode & ~current
+
+
 def atomic_save_file(tensors: dict[str, torch.Tensor], path: Path) -> None:
     """Write a safetensors file via a temp file in the same folder and os.replace."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, umask_mode(0o666))
     try:
         save_file({k: v.cpu().contiguous() for k, v in tensors.items()}, tmp)
         os.replace(tmp, path)
@@ -175,7 +187,9 @@ def sizes_from_shapes(shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
 
     if (pe := get(v + "embeddings.patch_embedding.weight")) is not None:
         s["vision.width"], s["vision.patch_size"] = pe[0], pe[2]
-    if (pos := get(v + "embeddings.position_embedding.weight")) is not None and "vision.patch_size" in s:
+    if (
+        pos := get(v + "embeddings.position_embedding.weight")
+    ) is not None and "vision.patch_size" in s:
         side = int(round(pos[0] ** 0.5))
         s["vision.image_size"] = side * s["vision.patch_size"]
     if (fc1 := get(v + "encoder.layers.0.mlp.fc1.weight")) is not None:
@@ -240,8 +254,21 @@ def config_from_checkpoint(path: Path, base: Pi05Config) -> Pi05Config:
     ck = sizes_from_shapes(read_shapes(path))
 
     def gemma(name: str, g: GemmaConfig) -> GemmaConfig:
-        hd = ck.get(f"{name}.num_heads*head_dim", g.num_heads * g.head_dim) // g.num_heads
-        kv = ck.get(f"{name}.num_kv_heads*head_dim", g.num_kv_heads * hd) // hd
+        q = ck.get(f"{name}.num_heads*head_dim", g.num_heads * g.head_dim)
+        if q % g.num_heads:
+            raise CheckpointError(
+                f"{name}.num_heads: {g.num_heads} does not divide the checkpoint's "
+                f"num_heads*head_dim={q}; pass a base config with the checkpoint's head count"
+            )
+        hd = q // g.num_heads
+        kv_width = ck.get(f"{name}.num_kv_heads*head_dim", g.num_kv_heads * hd)
+        if kv_width < hd or kv_width % hd:
+            raise CheckpointError(
+                f"{name}.num_kv_heads: the checkpoint's num_kv_heads*head_dim={kv_width} is not "
+                f"a positive multiple of head_dim={hd} (num_heads={g.num_heads}); pass a base "
+                f"config with the checkpoint's head counts"
+            )
+        kv = kv_width // hd
         return dc.replace(
             g,
             width=ck.get(f"{name}.width", g.width),

@@ -79,8 +79,7 @@ class Pi05Config:
             )
         if v.width % v.num_heads:
             raise ValueError(
-                f"vision.width must be divisible by vision.num_heads ({v.num_heads}), "
-                f"got {v.width}"
+                f"vision.width must be divisible by vision.num_heads ({v.num_heads}), got {v.width}"
             )
         for name, g in (("paligemma", pg), ("action_expert", ae)):
             if g.num_heads % g.num_kv_heads:

@@ -222,8 +222,10 @@ def rope_cos_sin(position_ids: Tensor, head_dim: int, theta: float) -> tuple[Ten
     """transformers `GemmaRotaryEmbedding`, angles in fp32. (B, S) -> 2 x (B, 1, S, hd)."""
     inv_freq = 1.0 / (
         theta
-        ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device=position_ids.device).float()
-            / head_dim)
+        ** (
+            torch.arange(0, head_dim, 2, dtype=torch.int64, device=position_ids.device).float()
+            / head_dim
+        )
     )  # (hd/2,)
     freqs = position_ids.float()[..., None] * inv_freq  # (B, S, hd/2)
     emb = torch.cat((freqs, freqs), dim=-1)  # (B, S, hd)

@@ -9,6 +9,7 @@ from pathlib import Path
 # into place. Our envs already settle 0.1 s inside reset() and run 120-280 steps per episode,
 # so the same share of the spatial suite's budget (10/220 of 120) is 5 steps.
 DEFAULT_WARMUP_STEPS = 5
+LIBERO_WARMUP_STEPS = 10  # openpi's num_steps_wait, for the real LIBERO suites (libero_*)
 # openpi's LIBERO_DUMMY_ACTION: no motion, gripper open (-1 opens ours too).
 NOOP_ACTION = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)
 
@@ -26,13 +27,23 @@ class RolloutConfig:
     num_workers: int = 2  # Ray actors, each owning its environments and a policy client
     num_cpus_per_worker: float = 1.0  # Ray CPUs per actor (rendering + in-process policy)
     replan_steps: int = 5  # actions executed from each chunk before re-planning (openpi: 5)
-    num_warmup_steps: int = DEFAULT_WARMUP_STEPS  # no-op steps before the policy acts
+    # no-op steps before the policy acts; None = 10 for libero_* suites (openpi), else 5
+    num_warmup_steps: int | None = None
     max_steps: int | None = None  # policy steps per episode; None = the suite's envs.MAX_STEPS
     seed: int = 7  # environment seed (openpi LIBERO: 7)
     image_size: int | None = None  # rendered side in px; None = the policy's metadata size
     video_dir: str | None = None  # write one video per episode here (envs.video.write_video)
     prune: bool | None = None  # in-process only: None = checkpoint's setting, True/False force
     api_key: str | None = None  # sent as `Authorization: Api-Key <key>` to a served policy
+    # envs init regions (m): None = anywhere; must match the demos' CollectConfig.init_spread
+    init_spread: float | None = None
+
+    @property
+    def warmup_steps(self) -> int:
+        """num_warmup_steps, or the suite's default (openpi's 10 for real LIBERO)."""
+        if self.num_warmup_steps is not None:
+            return self.num_warmup_steps
+        return LIBERO_WARMUP_STEPS if self.suite.startswith("libero_") else DEFAULT_WARMUP_STEPS
 
     def validate(self) -> None:
         """Raise ValueError naming the offending field and value."""
@@ -53,7 +64,7 @@ class RolloutConfig:
         for f in ("episodes_per_task", "num_workers", "replan_steps"):
             if getattr(self, f) <= 0:
                 raise ValueError(f"{f} must be positive, got {getattr(self, f)}")
-        if self.num_warmup_steps < 0:
+        if self.num_warmup_steps is not None and self.num_warmup_steps < 0:
             raise ValueError(f"num_warmup_steps must be >= 0, got {self.num_warmup_steps}")
         if self.num_cpus_per_worker < 0:
             raise ValueError(f"num_cpus_per_worker must be >= 0, got {self.num_cpus_per_worker}")

@@ -14,11 +14,21 @@ log = logging.getLogger(__name__)
 
 
 def episode_jobs(cfg: RolloutConfig) -> list[tuple[int, int]]:
-    """(task_id, episode) pairs; validates the suite and task ids against envs.SUITES."""
+    """(task_id, episode) pairs; validates the suite and task ids against envs.SUITES, or
+    against LIBERO's suites for `libero_*` (checked without importing LIBERO)."""
     import envs
+    from envs.libero import LIBERO_SUITES, check_task
 
+    if cfg.suite in LIBERO_SUITES:
+        tasks = cfg.tasks or tuple(range(LIBERO_SUITES[cfg.suite].num_tasks))
+        for t in tasks:
+            check_task(cfg.suite, t)
+        return [(t, k) for t in tasks for k in range(cfg.episodes_per_task)]
     if cfg.suite not in envs.SUITES:
-        raise ValueError(f"suite must be one of {sorted(envs.SUITES)}, got {cfg.suite!r}")
+        raise ValueError(
+            f"suite must be one of {sorted(envs.SUITES)} or {sorted(LIBERO_SUITES)}, "
+            f"got {cfg.suite!r}"
+        )
     tasks = cfg.tasks or tuple(range(len(envs.SUITES[cfg.suite])))
     for t in tasks:
         envs.get_task(cfg.suite, t)  # raises naming the bad task id

@@ -37,14 +37,22 @@ class RolloutWorker:
         self.policy = make_policy(cfg)
         meta = policy_metadata(self.policy)
         self.image_size = cfg.image_size or int(meta.get("image_size", 224))
-        self.max_steps = cfg.max_steps or envs.MAX_STEPS[cfg.suite]
+        from envs.libero import LIBERO_MAX_STEPS
+
+        self.max_steps = cfg.max_steps or {**envs.MAX_STEPS, **LIBERO_MAX_STEPS}[cfg.suite]
         self._envs: dict[int, object] = {}
 
     def _env(self, task_id: int):
         if task_id not in self._envs:
             import envs
 
-            env = envs.make(self.cfg.suite, task_id, image_size=self.image_size, seed=self.cfg.seed)
+            env = envs.make(
+                self.cfg.suite,
+                task_id,
+                image_size=self.image_size,
+                seed=self.cfg.seed,
+                init_spread=self.cfg.init_spread,
+            )
             self._envs[task_id] = env
         # openpi counts warm-up outside the policy's step budget: bypass the TimeLimit wrapper.
         return self._envs[task_id].unwrapped
@@ -58,7 +66,7 @@ class RolloutWorker:
             episode=episode,
             max_steps=self.max_steps,
             replan_steps=self.cfg.replan_steps,
-            num_warmup_steps=self.cfg.num_warmup_steps,
+            num_warmup_steps=self.cfg.warmup_steps,
             record=record,
         )
         if record:

@@ -124,6 +124,9 @@ class TrainConfig:
     # -- Ray -------------------------------------------------------------------------------
     device: str = "auto"  # "auto" (cuda when the cluster has GPUs) | "cpu" | "cuda"
     cpus_per_worker: float = 1.0  # Ray CPU resources per worker
+    # Ray GPU resources per worker when training on GPUs; a fraction packs several runs (Tune
+    # trials) on one GPU
+    gpus_per_worker: float = 1.0
     threads_per_worker: int = 1  # torch.set_num_threads in each worker
     ray_num_cpus: int = 2  # CPUs of the embedded local Ray (ignored on a cluster)
     max_failures: int = 2  # Ray FailureConfig: worker-group restarts from the last checkpoint
@@ -252,6 +255,12 @@ class TrainConfig:
             "cpus_per_worker",
             ">= 0",
             self.cpus_per_worker,
+        )
+        _check(
+            _is_real(self.gpus_per_worker) and 0 < self.gpus_per_worker,
+            "gpus_per_worker",
+            "> 0",
+            self.gpus_per_worker,
         )
         for name in ("threads_per_worker", "ray_num_cpus"):
             v = getattr(self, name)

@@ -161,7 +161,7 @@ def use_gpu(cfg: TrainConfig) -> bool:
         return False
     if cfg.device == "cuda":
         return True
-    return ray.cluster_resources().get("GPU", 0) >= cfg.workers
+    return ray.cluster_resources().get("GPU", 0) >= cfg.workers * cfg.gpus_per_worker
 
 
 def absolute(cfg: TrainConfig) -> TrainConfig:
@@ -232,7 +232,10 @@ def run_train(cfg: TrainConfig) -> Path:
             scaling_config=ray.train.ScalingConfig(
                 num_workers=cfg.workers,
                 use_gpu=gpu,
-                resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if gpu else {})},
+                resources_per_worker={
+                    "CPU": cfg.cpus_per_worker,
+                    **({"GPU": cfg.gpus_per_worker} if gpu else {}),
+                },
             ),
             run_config=ray.train.RunConfig(
                 name=run.name,

@@ -97,3 +97,47 @@ def test_region_predicates():
     assert not region_contains("stack", cube, np.array([0.03, 0.0, 0.06]), cube, under)
     with pytest.raises(ValueError, match="relation"):
         region_contains("under", cube, origin, cube, origin)
+
+
+@pytest.mark.parametrize("suite", list(envs.SUITES))
+def test_init_spread_keeps_objects_near_home_and_layouts_valid(suite):
+    """LIBERO-style init regions: every object within init_spread of its home, gaps and
+    spatial references still hold, eval and training layouts still differ."""
+    from envs.layouts import YAW_PER_SPREAD, home_layout
+
+    spread = 0.03
+    for task in envs.SUITES[suite]:
+        home = home_layout(task)
+        layouts = [*eval_layouts(task, spread)[:N_LAYOUTS], layout_from_seed(task, 5, spread)]
+        for layout in layouts:
+            for n in task.object_names:
+                d = np.abs(layout[n] - home[n])
+                assert d[0] <= spread and d[1] <= spread and d[2] <= YAW_PER_SPREAD * spread
+            for a, b in itertools.combinations(task.object_names, 2):
+                gap = np.hypot(*(layout[a][:2] - layout[b][:2]))
+                assert gap >= task.object(a).footprint + task.object(b).footprint + GAP - 1e-9
+            positions = {n: p[:2] for n, p in layout.items()}
+            for ref in task.spatial_refs:
+                assert ref.margin(positions) >= MIN_REF_MARGIN[ref.rule]
+        xy = np.stack([_target_xy(task, lay) for lay in layouts])
+        assert 0.005 < xy.std(axis=0).max() < spread  # jittered, but only a little
+        assert not np.allclose(layouts[-1][task.object_names[0]], layouts[0][task.object_names[0]])
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.01, 0.5, "3cm", True])
+def test_init_spread_is_validated(bad):
+    with pytest.raises(ValueError, match="init_spread"):
+        envs.make("goal", 0, image_size=32, init_spread=bad)
+
+
+def test_env_with_init_spread_resets_into_its_regions():
+    from envs.layouts import home_layout
+
+    env = envs.make("goal", 1, image_size=32, init_spread=0.02)
+    task = env.unwrapped.task
+    home = home_layout(task)
+    env.reset(options={"init_state_id": 4})
+    for n in task.object_names:
+        xy = env.unwrapped.data.xpos[env.unwrapped.model.body(n).id][:2]
+        assert np.hypot(*(xy - home[n][:2])) < 0.02 * np.sqrt(2) + 0.01  # settling moves a bit
+    env.close()

@@ -59,7 +59,9 @@ def test_pi05_key_list_matches_openpi():
     for line in KEYS_TXT.read_text().splitlines():
         parts = line.split(" ", 1)
         if len(parts) == 2 and parts[0].startswith(("paligemma", "action", "time")):
-            ref[parts[0]] = tuple(int(x) for x in parts[1].split(")")[0].strip("( ").split(",") if x.strip())
+            ref[parts[0]] = tuple(
+                int(x) for x in parts[1].split(")")[0].strip("( ").split(",") if x.strip()
+            )
     ref.pop("paligemma_with_expert.gemma_expert.lm_head.weight", None)
     ref.pop(LM_HEAD_KEY, None)
     assert ref == ours
@@ -107,7 +109,9 @@ def test_missing_key_is_named(tmp_path):
 
 def test_unexpected_key_is_named(tmp_path):
     p = _rewrite(tmp_path, lambda sd: sd.__setitem__("state_proj.weight", torch.zeros(3, 4)))
-    with pytest.raises(CheckpointError, match=r"unexpected key 'state_proj.weight' with shape \[3, 4\]"):
+    with pytest.raises(
+        CheckpointError, match=r"unexpected key 'state_proj.weight' with shape \[3, 4\]"
+    ):
         load_openpi_weights(Pi05Model(tiny()), p)
 
 
@@ -138,3 +142,19 @@ def test_config_from_checkpoint_reads_sizes(tmp_path):
     got = config_from_checkpoint(tmp_path / "model.safetensors", tiny())
     assert got.vocab_size == 300 and got.action_dim == 8
     assert got.paligemma == cfg.paligemma and got.vision == cfg.vision
+
+
+def test_config_from_checkpoint_refuses_head_counts_it_cannot_fit(tmp_path):
+    """tiny's Gemma has 4 heads x 32 and 1 kv head x 32; a base with 8 heads would derive
+    head_dim 16 and kv heads 2, a base with 3 heads does not divide 128 at all."""
+    save_openpi_weights(Pi05Model(tiny()), tmp_path)
+    path = tmp_path / "model.safetensors"
+    base = tiny()
+    odd = dataclasses.replace(base, paligemma=dataclasses.replace(base.paligemma, num_heads=3))
+    with pytest.raises(CheckpointError, match="paligemma.num_heads: 3"):
+        config_from_checkpoint(path, odd)
+    few = dataclasses.replace(
+        base, paligemma=dataclasses.replace(base.paligemma, num_heads=1, head_dim=128)
+    )
+    with pytest.raises(CheckpointError, match="paligemma.num_kv_heads"):
+        config_from_checkpoint(path, few)

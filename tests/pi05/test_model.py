@@ -16,8 +16,12 @@ def odd_config() -> Pi05Config:
     """Sizes openpi's `dummy` cannot build: projector != 2048, 2 heads, odd head_dim."""
     return Pi05Config(
         vision=SiglipConfig(width=24, depth=1, mlp_dim=40, num_heads=3, image_size=56),
-        paligemma=GemmaConfig(width=40, depth=2, mlp_dim=72, num_heads=2, num_kv_heads=2, head_dim=6),
-        action_expert=GemmaConfig(width=20, depth=2, mlp_dim=36, num_heads=2, num_kv_heads=2, head_dim=6),
+        paligemma=GemmaConfig(
+            width=40, depth=2, mlp_dim=72, num_heads=2, num_kv_heads=2, head_dim=6
+        ),
+        action_expert=GemmaConfig(
+            width=20, depth=2, mlp_dim=36, num_heads=2, num_kv_heads=2, head_dim=6
+        ),
         vocab_size=97,
         action_dim=5,
         action_horizon=3,
@@ -103,8 +107,14 @@ def test_bfloat16_keeps_openpi_fp32_list():
     cfg = dataclasses.replace(tiny(), dtype="bfloat16")
     model = Pi05Model(cfg)
     dt = {n: p.dtype for n, p in model.named_parameters()}
-    assert dt["paligemma_with_expert.paligemma.model.language_model.layers.0.self_attn.q_proj.weight"] == torch.bfloat16
-    assert dt["paligemma_with_expert.paligemma.model.language_model.layers.0.input_layernorm.weight"] == torch.float32
+    assert (
+        dt["paligemma_with_expert.paligemma.model.language_model.layers.0.self_attn.q_proj.weight"]
+        == torch.bfloat16
+    )
+    assert (
+        dt["paligemma_with_expert.paligemma.model.language_model.layers.0.input_layernorm.weight"]
+        == torch.float32
+    )
     assert dt["paligemma_with_expert.gemma_expert.model.norm.dense.weight"] == torch.float32
     emb = "paligemma_with_expert.paligemma.model.vision_tower.vision_model.embeddings."
     assert dt[emb + "patch_embedding.weight"] == torch.float32
@@ -145,9 +155,19 @@ def test_gradient_checkpointing_same_grads():
     "change, field",
     [
         (dict(dtype="fp16"), "dtype"),
-        (dict(vision=SiglipConfig(width=64, depth=1, mlp_dim=8, num_heads=4, image_size=100)), "vision.image_size"),
+        (
+            dict(vision=SiglipConfig(width=64, depth=1, mlp_dim=8, num_heads=4, image_size=100)),
+            "vision.image_size",
+        ),
         (dict(action_horizon=0), "action_horizon"),
-        (dict(action_expert=GemmaConfig(width=64, depth=4, mlp_dim=8, num_heads=4, num_kv_heads=1, head_dim=16)), "action_expert.head_dim"),
+        (
+            dict(
+                action_expert=GemmaConfig(
+                    width=64, depth=4, mlp_dim=8, num_heads=4, num_kv_heads=1, head_dim=16
+                )
+            ),
+            "action_expert.head_dim",
+        ),
     ],
 )
 def test_validation_names_the_field(change, field):

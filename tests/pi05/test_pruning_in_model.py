@@ -28,7 +28,9 @@ def obs_for(model, batch=B, seed=0):
 
 def noise_for(model, batch=B):
     c = model.config
-    return torch.randn(batch, c.action_horizon, c.action_dim, generator=torch.Generator().manual_seed(9))
+    return torch.randn(
+        batch, c.action_horizon, c.action_dim, generator=torch.Generator().manual_seed(9)
+    )
 
 
 def test_keeping_all_tokens_reproduces_unpruned_actions_exactly():
@@ -81,22 +83,27 @@ def test_masked_camera_patches_are_never_kept():
     P = model.config.vision.num_patches
     prefix = model.embed_prefix(obs)
     assert prefix.kept_tokens.tolist() == [2 * P] * B  # third camera masked for all
-    r = model.pruner(*model.embed_images(obs), model.embed_language(obs.tokenized_prompt),
-                     obs.tokenized_prompt_mask)
+    r = model.pruner(
+        *model.embed_images(obs),
+        model.embed_language(obs.tokenized_prompt),
+        obs.tokenized_prompt_mask,
+    )
     assert int(r.index[r.valid].max()) < 2 * P
 
 
 @pytest.mark.parametrize("numbering", ["openpi", "lightvla", "compact"])
 def test_position_ids_follow_convention(numbering):
-    model = model_with(budget="keep_tokens", keep_tokens=12, position_ids=numbering,
-                       trim_prompt_padding=False)
+    model = model_with(
+        budget="keep_tokens", keep_tokens=12, position_ids=numbering, trim_prompt_padding=False
+    )
     obs = obs_for(model)
     cfg = model.config
     P, N, L = cfg.vision.num_patches, cfg.num_patches_total, cfg.max_token_len
     with torch.no_grad():
         patches, valid = model.embed_images(obs)
-        r = model.pruner(patches, valid, model.embed_language(obs.tokenized_prompt),
-                         obs.tokenized_prompt_mask)
+        r = model.pruner(
+            patches, valid, model.embed_language(obs.tokenized_prompt), obs.tokenized_prompt_mask
+        )
         prefix = model.embed_prefix(obs)
     n_lang = obs.tokenized_prompt_mask.sum(1)
     for b in range(B):
@@ -121,8 +128,11 @@ def test_openpi_ids_have_gaps_when_a_middle_camera_is_masked():
     model = model_with(budget="keep_ratio", keep_ratio=1.0, trim_prompt_padding=False)
     obs = obs_for(model, batch=1)
     names = model.config.camera_names
-    obs.image_masks = {names[0]: torch.tensor([True]), names[1]: torch.tensor([False]),
-                       names[2]: torch.tensor([True])}
+    obs.image_masks = {
+        names[0]: torch.tensor([True]),
+        names[1]: torch.tensor([False]),
+        names[2]: torch.tensor([True]),
+    }
     P = model.config.vision.num_patches
     prefix = model.embed_prefix(obs)
     # openpi's rule: the masked middle camera does not advance the position, so the third
@@ -152,8 +162,9 @@ def test_batch_independence():
 
 
 def test_buckets_round_prefix_length_up():
-    model = model_with(budget="keep_tokens", keep_tokens=10, buckets=(16, 64),
-                       trim_prompt_padding=False)
+    model = model_with(
+        budget="keep_tokens", keep_tokens=10, buckets=(16, 64), trim_prompt_padding=False
+    )
     prefix = model.embed_prefix(obs_for(model))
     assert prefix.embs.shape[1] == 16 + model.config.max_token_len
     assert prefix.kept_tokens.tolist() == [10] * B
@@ -185,13 +196,15 @@ def test_train_slot_position_ids_follow_selected_patch():
         unpruned = model.embed_prefix(obs, prune=False)
     N = model.config.num_patches_total
     patches, valid = model.embed_images(obs)
-    r = model.pruner(patches, valid, model.embed_language(obs.tokenized_prompt),
-                     obs.tokenized_prompt_mask)
+    r = model.pruner(
+        patches, valid, model.embed_language(obs.tokenized_prompt), obs.tokenized_prompt_mask
+    )
     expect = unpruned.position_ids[:, :N].gather(1, r.index)
     assert torch.equal(prefix.position_ids[:, :N], expect)
     # zero noise: the distinct patches selected in training are exactly what eval keeps
     model.eval()
-    kept = model.pruner(patches, valid, model.embed_language(obs.tokenized_prompt),
-                        obs.tokenized_prompt_mask)
+    kept = model.pruner(
+        patches, valid, model.embed_language(obs.tokenized_prompt), obs.tokenized_prompt_mask
+    )
     for b in range(2):
         assert set(r.index[b][valid[b]].tolist()) == set(kept.index[b][kept.valid[b]].tolist())

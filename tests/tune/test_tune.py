@@ -51,8 +51,9 @@ def demos(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("tune_data") / "demos"
     return run_collect(
-        CollectConfig(suite="spatial", episodes_per_task=1, out=str(out), image_size=64,
-                      num_workers=1, seed=0)
+        CollectConfig(
+            suite="spatial", episodes_per_task=1, out=str(out), image_size=64, num_workers=1, seed=0
+        )
     )
 
 
