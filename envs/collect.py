@@ -11,7 +11,6 @@ assembled in a temporary directory beside `out` and renamed into place at the en
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import shutil
 import uuid
@@ -25,13 +24,8 @@ from envs import lerobot_format as lf
 from envs.layouts import check_init_spread
 from envs.scene import CONTROL_HZ
 from envs.suites import SUITES
+from prunepi.env import init_local_ray
 
-RAY_ENV_DEFAULTS = {
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_USAGE_STATS_ENABLED": "0",
-}
-RAY_OBJECT_STORE_BYTES = 512 * 1024**2
 _SEED_STRIDE = 1_000_000  # layout seed = seed * stride + attempt: disjoint across seeds
 
 
@@ -129,27 +123,6 @@ class EpisodeWorker:
         self._envs.clear()
 
 
-def ensure_ray(num_cpus: int = 2) -> bool:
-    """Start a local Ray on 127.0.0.1 unless one is already running in this process.
-
-    Returns True when this call started it (the caller owns its shutdown).
-    """
-    for key, value in RAY_ENV_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    import ray
-
-    if ray.is_initialized():
-        return False
-    ray.init(
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        object_store_memory=RAY_OBJECT_STORE_BYTES,
-        _node_ip_address="127.0.0.1",
-        configure_logging=False,
-    )
-    return True
-
-
 @dataclass
 class _TaskProgress:
     suite: str
@@ -175,7 +148,7 @@ def run_collect(cfg: CollectConfig) -> pathlib.Path:
     staging = tmp / "staging"
     staging.mkdir(parents=True)
 
-    started_ray = ensure_ray()
+    started_ray = init_local_ray(num_cpus=max(2, cfg.num_workers))
     actors = []
     try:
         cpus = float(ray.cluster_resources().get("CPU", 1.0))

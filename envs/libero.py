@@ -36,17 +36,16 @@ from typing import Any  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
-from gymnasium import spaces  # noqa: E402
 from gymnasium.utils import seeding  # noqa: E402
 
 from envs.tabletop_env import (  # noqa: E402
     ACTION_DIM,
     IMAGE_KEY,
-    PROMPT_CHARSET,
     PROMPT_KEY,
-    STATE_DIM,
     STATE_KEY,
     WRIST_KEY,
+    action_space,
+    observation_space,
 )
 
 
@@ -164,16 +163,8 @@ class LiberoEnv(gym.Env):
         self.init_state_id: int | None = None
         self._libero_seed: int | None = None
 
-        size = (image_size, image_size, 3)
-        self.observation_space = spaces.Dict(
-            {
-                IMAGE_KEY: spaces.Box(0, 255, size, np.uint8),
-                WRIST_KEY: spaces.Box(0, 255, size, np.uint8),
-                STATE_KEY: spaces.Box(-_STATE_BOUND, _STATE_BOUND, (STATE_DIM,), np.float32),
-                PROMPT_KEY: spaces.Text(max_length=256, min_length=1, charset=PROMPT_CHARSET),
-            }
-        )
-        self.action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+        self.observation_space = observation_space(image_size, _STATE_BOUND)
+        self.action_space = action_space()
         if seed is not None:
             self._seed(seed)
 

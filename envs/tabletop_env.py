@@ -70,6 +70,27 @@ ACTION_DIM, STATE_DIM = 7, 8
 # centre (targets are clipped to the workspace), the axis-angle has norm <= pi, and each finger
 # travels FINGER_OPEN (0.05 leaves room for soft joint limits).
 STATE_BOUND = np.array([1.0, 1.0, 1.0, np.pi, np.pi, np.pi, 0.05, 0.05], dtype=np.float32)
+
+
+def observation_space(image_size: int, state_bound: np.ndarray) -> spaces.Dict:
+    """openpi's LIBERO observation: two uint8 cameras, the 8-D state, the prompt. Shared by
+    our suites, Meta-World and LIBERO (each with its own state bound)."""
+    size = (image_size, image_size, 3)
+    return spaces.Dict(
+        {
+            IMAGE_KEY: spaces.Box(0, 255, size, np.uint8),
+            WRIST_KEY: spaces.Box(0, 255, size, np.uint8),
+            STATE_KEY: spaces.Box(-state_bound, state_bound, (STATE_DIM,), np.float32),
+            PROMPT_KEY: spaces.Text(max_length=256, min_length=1, charset=PROMPT_CHARSET),
+        }
+    )
+
+
+def action_space() -> spaces.Box:
+    """LIBERO's 7-D action: delta position, delta axis-angle, gripper; all in [-1, 1]."""
+    return spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+
+
 _OPTION_KEYS = {"init_state_id", "layout_seed"}
 
 # Envs holding a GL context, closed at interpreter exit before EGL is torn down (otherwise
@@ -147,16 +168,8 @@ class TabletopEnv(gym.Env):
             [self._layout_qpos(lay) for lay in eval_layouts(self.task, self.init_spread)]
         )
 
-        size = (image_size, image_size, 3)
-        self.observation_space = spaces.Dict(
-            {
-                IMAGE_KEY: spaces.Box(0, 255, size, np.uint8),
-                WRIST_KEY: spaces.Box(0, 255, size, np.uint8),
-                STATE_KEY: spaces.Box(-STATE_BOUND, STATE_BOUND, (STATE_DIM,), np.float32),
-                PROMPT_KEY: spaces.Text(max_length=256, min_length=1, charset=PROMPT_CHARSET),
-            }
-        )
-        self.action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+        self.observation_space = observation_space(image_size, STATE_BOUND)
+        self.action_space = action_space()
         self.goals: tuple[Goal, ...] = ()
         self.init_state_id: int | None = None
         self._checker: SuccessChecker | None = None

@@ -21,11 +21,10 @@ DEFAULTS = {
 
 RAY_OBJECT_STORE_BYTES = 512 * 1024**2
 # Loggers too chatty for a terminal, and the level they are held to in every Ray worker:
-# Train v2 logs each report at INFO (one line per step with every metric), and its
-# PlacementGroupCleaner polls the State API, which `include_dashboard=False` leaves out, so it
-# warns every few seconds that the API is unavailable. Our own loggers are untouched.
+# Train v2's PlacementGroupCleaner polls the State API, which `include_dashboard=False` leaves
+# out, so it warns every few seconds that the API is unavailable. (Train's per-report INFO
+# lines are TrainConfig.train_log_level's job.) Our own loggers are untouched.
 QUIET_LOGGERS = {
-    "ray.train": "WARNING",
     "ray.train.v2._internal.execution.controller.placement_group_cleaner": "ERROR",
 }
 

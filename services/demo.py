@@ -150,6 +150,8 @@ def evaluate(cfg: DemoConfig, checkpoint: Path, out: Path) -> dict[str, Any]:
                     prune=prune,  # None: the checkpoint's pruner; False: same weights, unpruned
                     num_cpus_per_replica=share / 2,
                     app_name=name,
+                    log_level="WARNING",  # the results table is what the terminal is for
+                    access_log=False,
                     route_prefix=f"/{name}",
                 )
             )

@@ -43,7 +43,7 @@ def _searcher_and_scheduler(cfg: TuneConfig):
     from ray.tune.search.optuna import OptunaSearch
 
     if cfg.experiment == "noise-ablation":
-        return BasicVariantGenerator(), FIFOScheduler()
+        return BasicVariantGenerator(max_concurrent=cfg.max_concurrent_trials), FIFOScheduler()
     asha = ASHAScheduler(
         time_attr="training_iteration",
         metric="score",
@@ -58,7 +58,10 @@ def _searcher_and_scheduler(cfg: TuneConfig):
         )
         return search, asha
     if cfg.searcher == "random":
-        return BasicVariantGenerator(random_state=cfg.seed), asha
+        return (
+            BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials),
+            asha,
+        )
     pbt = PopulationBasedTraining(
         time_attr="training_iteration",
         metric="score",
@@ -67,7 +70,8 @@ def _searcher_and_scheduler(cfg: TuneConfig):
         hyperparam_mutations=pbt_mutations(),
         seed=cfg.seed,
     )
-    return BasicVariantGenerator(random_state=cfg.seed), pbt
+    limit = cfg.max_concurrent_trials
+    return BasicVariantGenerator(random_state=cfg.seed, max_concurrent=limit), pbt
 
 
 def build_tuner(cfg: TuneConfig, storage: Path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -64,6 +65,12 @@ def write_ablation_report(cfg: TuneConfig, rows: list[dict[str, Any]], out: Path
         "training step (the collapse signature is a union of a few patches); *train queries "
         "std* is `prune/queries_std_mean` (near zero when every patch's query is the same "
         "vector, problem.md §4).",
+        "",
+        "The run's configuration (`TuneConfig`):",
+        "",
+        "```json",
+        json.dumps(cfg.to_dict(), indent=1),
+        "```",
     ]
     path = report_dir / "noise_ablation.md"
     path.write_text("\n".join(lines) + "\n")

@@ -106,6 +106,7 @@ def run_trial(config: dict[str, Any], tune_cfg: dict[str, Any]) -> None:
                 episodes_per_task=cfg.episodes_per_task,
                 out=str(run / f"rollout_{stop}.json"),
                 num_workers=cfg.rollout_workers,
+                num_cpus_per_worker=cfg.cpus_per_train_worker,  # training is done by now
                 max_steps=cfg.max_rollout_steps,
                 image_size=cfg.image_size,
                 seed=7,

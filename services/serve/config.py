@@ -26,12 +26,20 @@ class ServeConfig:
     prune: bool | None = None  # None: as the checkpoint says; True/False: pruner on/off
     app_name: str = "prunepi"  # Serve application name (several apps can share one Serve)
     route_prefix: str = "/"  # where the app is mounted; openpi clients connect to "/"
+    # Serve's log level for this app's replicas and its per-request access log lines (the
+    # demo keeps them off a terminal that prints the results table)
+    log_level: str = "INFO"
+    access_log: bool = True
     startup_timeout_s: float = 300.0  # start_serve waits this long for /healthz to answer
 
     def validate(self) -> None:
         """Raise ValueError naming the offending field and value."""
         if not (Path(self.checkpoint) / "config.json").is_file():
             raise ValueError(f"checkpoint must be a checkpoint folder, got {self.checkpoint!r}")
+        if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(
+                f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}"
+            )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
         if self.api_key is not None and not self.api_key.strip():

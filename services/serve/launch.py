@@ -80,9 +80,16 @@ def start_serve(cfg: ServeConfig, num_cpus: int = 2) -> ServeHandle:
 
     started_ray = env.init_local_ray(num_cpus=num_cpus)
     started_serve = not _serve_running()
-    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    logging_config = {"log_level": cfg.log_level, "enable_access_log": cfg.access_log}
+    serve.start(http_options={"host": cfg.host, "port": cfg.port}, logging_config=logging_config)
     try:
-        serve.run(build_app(cfg), name=cfg.app_name, route_prefix=cfg.route_prefix, blocking=False)
+        serve.run(
+            build_app(cfg),
+            name=cfg.app_name,
+            route_prefix=cfg.route_prefix,
+            blocking=False,
+            logging_config=logging_config,
+        )
         wait_healthy(cfg.url, cfg.startup_timeout_s)
     except BaseException:
         ServeHandle(cfg, started_ray, started_serve).stop()

@@ -131,6 +131,9 @@ class TrainConfig:
     ray_num_cpus: int = 2  # CPUs of the embedded local Ray (ignored on a cluster)
     max_failures: int = 2  # Ray FailureConfig: worker-group restarts from the last checkpoint
     keep_checkpoints: int | None = None  # keep only the newest K checkpoints; None: all
+    # Ray Train's own `ray.train` log level; at INFO it prints every report with all metrics
+    # (ours go to RUN/metrics.jsonl and wandb)
+    train_log_level: str = "WARNING"
     wandb_mode: str = "offline"  # "offline" (files in RUN/wandb) | "online" | "disabled"
     wandb_project: str = "prunepi"  # wandb project name
     # -- debugging -------------------------------------------------------------------------
@@ -250,6 +253,13 @@ class TrainConfig:
                 self.max_token_len,
             )
         _check(self.device in DEVICES, "device", f"one of {DEVICES}", self.device)
+        levels = ("DEBUG", "INFO", "WARNING", "ERROR")
+        _check(
+            self.train_log_level in levels,
+            "train_log_level",
+            f"one of {levels}",
+            self.train_log_level,
+        )
         _check(
             _is_real(self.cpus_per_worker) and self.cpus_per_worker >= 0,
             "cpus_per_worker",

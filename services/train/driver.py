@@ -242,6 +242,7 @@ def run_train(cfg: TrainConfig) -> Path:
                 storage_path=str(run.parent),
                 failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+                logging_config=ray.train.LoggingConfig(log_level=cfg.train_log_level),
             ),
         )
         result = trainer.fit()

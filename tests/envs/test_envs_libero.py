@@ -35,6 +35,32 @@ def test_bad_task_names_field_and_value():
         lib.check_task("libero_goal", True)
 
 
+def test_envs_make_and_rollouts_dispatch_libero_suites():
+    """`envs.make("libero_*", ...)` is the real LIBERO env; rollouts plan LIBERO's tasks, step
+    limits and openpi's 10 warm-up steps without importing LIBERO."""
+    import envs
+    from services.rollout.config import RolloutConfig
+    from services.rollout.driver import episode_jobs
+
+    try:
+        import libero.libero  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match=r"prunepi\[libero\]"):
+            envs.make("libero_goal", 3, image_size=32)
+    with pytest.raises(ValueError, match="init_spread"):
+        envs.make("libero_goal", 3, init_spread=0.03)
+    with pytest.raises(ValueError, match="task_id: 12"):
+        envs.make("libero_goal", 12)
+    cfg = RolloutConfig(checkpoint="ckpt", suite="libero_object", episodes_per_task=2)
+    jobs = episode_jobs(cfg)
+    assert len(jobs) == 20 and jobs[:3] == [(0, 0), (0, 1), (1, 0)]
+    assert cfg.warmup_steps == lib.NUM_WARMUP_STEPS
+    assert RolloutConfig(checkpoint="ckpt", suite="goal").warmup_steps == 5
+    assert RolloutConfig(checkpoint="c", suite="libero_10", num_warmup_steps=0).warmup_steps == 0
+    with pytest.raises(ValueError, match="libero_10"):
+        episode_jobs(RolloutConfig(checkpoint="ckpt", suite="libero_100"))
+
+
 def test_importing_envs_does_not_import_libero():
     code = "import sys, envs, envs.libero; assert 'libero.libero' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -43,6 +43,10 @@ def test_validation_names_field():
         TuneConfig(data="x", searcher="grid").validate()
     with pytest.raises(ValueError, match="tune.steps"):
         TuneConfig(data="x", steps=1, rungs=2).validate()
+    with pytest.raises(ValueError, match="tune.lr must be None or > 0, got 0.0"):
+        TuneConfig(data="x", lr=0.0).validate()
+    with pytest.raises(ValueError, match="tune.batch_size"):
+        TuneConfig(data="x", batch_size=0).validate()
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +68,7 @@ def test_tiny_search_then_restore(demos, tmp_path):
         data=str(demos),
         out=str(tmp_path / "tune"),
         trials=2,
-        searcher="random",
+        searcher="optuna",  # the default: multi-objective TPE (success up, kept tokens down)
         steps=2,
         rungs=1,
         suite="spatial",
