@@ -22,10 +22,13 @@ DEFAULTS = {
 RAY_OBJECT_STORE_BYTES = 512 * 1024**2
 # Loggers too chatty for a terminal, and the level they are held to in every Ray worker:
 # Train v2's PlacementGroupCleaner polls the State API, which `include_dashboard=False` leaves
-# out, so it warns every few seconds that the API is unavailable. (Train's per-report INFO
-# lines are TrainConfig.train_log_level's job.) Our own loggers are untouched.
+# out, so it warns every few seconds that the API is unavailable; Train's worker context logs
+# every report (all metrics, one line per rank per step) at INFO on a logger named by its
+# *file path*, which Train's own `LoggingConfig(log_level=...)` filter does not catch. Our own
+# loggers are untouched.
 QUIET_LOGGERS = {
     "ray.train.v2._internal.execution.controller.placement_group_cleaner": "ERROR",
+    "<ray>/train/v2/_internal/execution/context.py": "WARNING",
 }
 
 
@@ -33,9 +36,12 @@ def quiet_ray_logs() -> None:
     """Ray `worker_process_setup_hook`: hold QUIET_LOGGERS to their levels in each worker."""
     import logging
 
+    import ray
+
     apply_defaults()
+    ray_dir = os.path.dirname(ray.__file__)
     for name, level in QUIET_LOGGERS.items():
-        logging.getLogger(name).setLevel(level)
+        logging.getLogger(name.replace("<ray>", ray_dir)).setLevel(level)
 
 
 def apply_defaults() -> None:
