@@ -130,11 +130,15 @@ def train(cfg: DemoConfig, data: Path, out: Path) -> Path:
 def evaluate(cfg: DemoConfig, checkpoint: Path, out: Path) -> dict[str, Any]:
     """Serve the checkpoint twice on one Serve, pruner on ("/pruned") and off ("/unpruned"),
     and roll each out through openpi-client."""
+    import logging
     import socket
 
     from services.rollout import RolloutConfig, run_rollout
     from services.serve import ServeConfig, start_serve
 
+    # Serve's driver-side INFO lines (app ready, "connecting to existing Serve") would bury
+    # the results table; warnings and errors still show.
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

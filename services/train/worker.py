@@ -71,6 +71,17 @@ def build_model(model_cfg: Pi05Config, cfg: TrainConfig) -> Pi05Model:
     return model
 
 
+def progress_line(metrics: dict[str, float], last_step: int) -> str:
+    """One terse line for the terminal every ten log periods (the full set is in
+    RUN/metrics.jsonl and wandb)."""
+    kept = metrics.get("prune/kept_tokens_overall_mean")
+    return (
+        f"[train] step {metrics['step']}/{last_step}  loss {metrics['train/loss']:.4f}  "
+        + (f"kept {kept:.1f}  " if kept is not None else "")
+        + f"{metrics['train/samples_per_s']:.0f} samples/s"
+    )
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     cfg = TrainConfig.from_dict(config["cfg"])
     plan = config["plan"]
@@ -195,6 +206,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if rank == 0:
             log.write(metrics)
             wb.log(metrics, step=step)
+            if step % (10 * cfg.log_every) == 0 or step == cfg.last_step:
+                print(progress_line(metrics, cfg.last_step), flush=True)
         # Every rank reports (it is a barrier); rank 0 hands Ray the checkpoint it already
         # wrote inside the run folder, so Ray registers it without copying (NO_UPLOAD).
         ray.train.report(

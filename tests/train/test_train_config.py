@@ -115,3 +115,12 @@ def test_lr_schedule_matches_openpi():
     assert math.isclose(lr_at(60, **kw), 0.55)  # half way down the cosine
     assert math.isclose(lr_at(110, **kw), 0.1) and math.isclose(lr_at(500, **kw), 0.1)
     assert all(lr_at(s, **kw) < lr_at(s + 1, **kw) for s in range(10))
+
+
+def test_progress_line_is_terse_and_names_kept_tokens_only_when_pruning():
+    from services.train.worker import progress_line
+
+    m = {"step": 250, "train/loss": 0.1012, "train/samples_per_s": 121.4}
+    assert progress_line(m, 2000) == "[train] step 250/2000  loss 0.1012  121 samples/s"
+    m["prune/kept_tokens_overall_mean"] = 16.0
+    assert "kept 16.0" in progress_line(m, 2000)
