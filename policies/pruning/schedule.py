@@ -12,9 +12,59 @@ top1-top2 gap to the same order ("gap" below) and (d) comparing none / constant 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from policies.pruning.config import NoiseScheduleConfig
+
+# Each kind is a function of (config, progress in [0, 1], score gap) -> scale.
+ScaleFn = Callable[[NoiseScheduleConfig, float, "float | None"], float]
+
+
+def _none(c: NoiseScheduleConfig, progress: float, score_gap: float | None) -> float:
+    """No exploration noise (the paper's "no noise" ablation)."""
+    return 0.0
+
+
+def _constant(c: NoiseScheduleConfig, progress: float, score_gap: float | None) -> float:
+    """`scale` at every step (the paper's "constant noise" ablation)."""
+    return c.scale
+
+
+def _linear(c: NoiseScheduleConfig, progress: float, score_gap: float | None) -> float:
+    """LightVLA: `scale * (1 - step / total_steps)`, generalised to end at `final_scale`."""
+    return c.final_scale + (c.scale - c.final_scale) * (1.0 - progress)
+
+
+def _cosine(c: NoiseScheduleConfig, progress: float, score_gap: float | None) -> float:
+    """Half cosine from `scale` (step 0) to `final_scale` (step >= total_steps)."""
+    w = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return c.final_scale + (c.scale - c.final_scale) * w
+
+
+def _gap(c: NoiseScheduleConfig, progress: float, score_gap: float | None) -> float:
+    """Linear decay in units of the score's mean top1-top2 gap (problem.md §4 (b)).
+
+    U[0,1) * s flips a row's argmax between its top two patches only if s exceeds their
+    gap; LightVLA's scale 1 against a gap of ~0.04 (problem.md §4) is 25 gaps, i.e. pure
+    random exploration. Here `scale` = how many gaps of noise at step 0. The pruner
+    applies it per sample with the sample's own deterministic mean gap (the batch mean is
+    logged as `prune/score_top1_gap_det_mean`).
+    """
+    if score_gap is None:
+        raise ValueError("noise schedule kind 'gap' needs score_gap, got None")
+    if not math.isfinite(score_gap) or score_gap < 0:
+        raise ValueError(f"score_gap must be finite and >= 0, got {score_gap}")
+    return _linear(c, progress, None) * score_gap
+
+
+_KINDS: dict[str, ScaleFn] = {
+    "none": _none,
+    "constant": _constant,
+    "linear": _linear,
+    "cosine": _cosine,
+    "gap": _gap,
+}
 
 
 @dataclass(frozen=True)
@@ -26,75 +76,12 @@ class NoiseSchedule:
     def scale(self, step: int, *, score_gap: float | None = None) -> float:
         if step < 0:
             raise ValueError(f"noise schedule step must be >= 0, got {step}")
-        return float(self._scale(int(step), score_gap))
-
-    def _progress(self, step: int) -> float:
-        """Fraction of the decay done, in [0, 1] (held at 1 after total_steps)."""
-        return min(step, self.cfg.total_steps) / self.cfg.total_steps
-
-    def _scale(self, step: int, score_gap: float | None) -> float:
-        raise NotImplementedError
-
-
-class NoNoise(NoiseSchedule):
-    """No exploration noise (the paper's "no noise" ablation)."""
-
-    def _scale(self, step: int, score_gap: float | None) -> float:
-        return 0.0
-
-
-class ConstantNoise(NoiseSchedule):
-    """`scale` at every step (the paper's "constant noise" ablation)."""
-
-    def _scale(self, step: int, score_gap: float | None) -> float:
-        return self.cfg.scale
-
-
-class LinearNoise(NoiseSchedule):
-    """LightVLA: `scale * (1 - step / total_steps)`, generalised to end at `final_scale`."""
-
-    def _scale(self, step: int, score_gap: float | None) -> float:
-        c = self.cfg
-        return c.final_scale + (c.scale - c.final_scale) * (1.0 - self._progress(step))
-
-
-class CosineNoise(NoiseSchedule):
-    """Half cosine from `scale` (step 0) to `final_scale` (step >= total_steps)."""
-
-    def _scale(self, step: int, score_gap: float | None) -> float:
-        c = self.cfg
-        w = 0.5 * (1.0 + math.cos(math.pi * self._progress(step)))
-        return c.final_scale + (c.scale - c.final_scale) * w
-
-
-class GapNoise(LinearNoise):
-    """Linear decay in units of the score's mean top1-top2 gap (problem.md §4 (b)).
-
-    U[0,1) * s flips a row's argmax between its top two patches only if s exceeds their
-    gap; LightVLA's scale 1 against a gap of ~0.04 (problem.md §4) is 25 gaps, i.e. pure
-    random exploration. Here `scale` = how many gaps of noise at step 0. The pruner
-    applies it per sample with the sample's own deterministic mean gap (the batch mean is
-    logged as `prune/score_top1_gap_det_mean`).
-    """
-
-    def _scale(self, step: int, score_gap: float | None) -> float:
-        if score_gap is None:
-            raise ValueError("noise schedule kind 'gap' needs score_gap, got None")
-        if not math.isfinite(score_gap) or score_gap < 0:
-            raise ValueError(f"score_gap must be finite and >= 0, got {score_gap}")
-        return super()._scale(step, None) * score_gap
-
-
-_KINDS: dict[str, type[NoiseSchedule]] = {
-    "none": NoNoise,
-    "constant": ConstantNoise,
-    "linear": LinearNoise,
-    "cosine": CosineNoise,
-    "gap": GapNoise,
-}
+        # Fraction of the decay done, in [0, 1] (held at 1 after total_steps).
+        progress = min(int(step), self.cfg.total_steps) / self.cfg.total_steps
+        return float(_KINDS[self.cfg.kind](self.cfg, progress, score_gap))
 
 
 def make_schedule(cfg: NoiseScheduleConfig) -> NoiseSchedule:
     """Build the schedule named by `cfg.kind` (validated first)."""
     cfg.validate()
-    return _KINDS[cfg.kind](cfg)
+    return NoiseSchedule(cfg)
