@@ -74,13 +74,43 @@ class Scores:
     queries: Tensor  # (B, N, D) fp32, the queries Q of the score S = Q P^T / sqrt(D)
 
 
+class LowRankLogits(nn.Module):
+    """Learnable queries: attention logits += (P Wq)(T Wk)^T / sqrt(r).
+
+    Wq (D, r) projects the patches, Wk (D, r) the task tokens. Both start as N(0, 1/D)
+    (so the extra logits are O(1) and differ per patch) and receive gradients through the
+    straight-through soft path of the selection (S -> Q -> attention -> Wq, Wk).
+    """
+
+    def __init__(self, width: int, rank: int):
+        super().__init__()
+        if rank > width:
+            raise ValueError(f"pruning.lowrank_rank must be <= width {width}, got {rank}")
+        self.width, self.rank = width, rank
+        self.wq = nn.Parameter(torch.empty(width, rank))
+        self.wk = nn.Parameter(torch.empty(width, rank))
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        std = self.width**-0.5
+        with torch.no_grad():
+            self.wq.normal_(0.0, std, generator=generator)
+            self.wk.normal_(0.0, std, generator=generator)
+
+    def forward(self, P: Tensor, T: Tensor) -> Tensor:
+        pq = P @ self.wq.float()  # (B, N, r)
+        tk = T @ self.wk.float()  # (B, L, r)
+        return (pq @ tk.transpose(1, 2)) / math.sqrt(self.rank)  # (B, N, L)
+
+
 class Scorer(nn.Module):
-    """The LightVLA score family, parameter-free unless a subclass adds parameters.
+    """The LightVLA score family; parameter-free unless given learnable `lowrank` logits.
 
     query_norm: RMSNorm on the attention output (LightVLA: True).
     temperature: divides the patch->task attention logits (LightVLA: 1).
     alpha: weight of the patch residual in the query, Q = norm(ctx) + alpha * P (LightVLA: 0).
     center: centre patches / task over their valid tokens before the norm (LightVLA: no).
+    lowrank: learnable addition to the attention logits (LightVLA: none).
     """
 
     def __init__(
@@ -91,6 +121,7 @@ class Scorer(nn.Module):
         temperature: float = 1.0,
         alpha: float = 0.0,
         center: bool = False,
+        lowrank: LowRankLogits | None = None,
     ):
         super().__init__()
         self.width = width
@@ -98,10 +129,7 @@ class Scorer(nn.Module):
         self.temperature = temperature
         self.alpha = alpha
         self.center = center
-
-    def extra_logits(self, P: Tensor, T: Tensor) -> Tensor | None:
-        """Learnable addition to the attention logits (B, N, L); None = none."""
-        return None
+        self.lowrank = lowrank
 
     def forward(
         self, patches: Tensor, patch_valid: Tensor, task: Tensor, task_mask: Tensor
@@ -126,9 +154,8 @@ class Scorer(nn.Module):
         # the most negative float (not -inf): exp underflows to exactly 0, and a prompt
         # with no valid token gives a zero context instead of NaN.
         logits = (P @ T.transpose(1, 2)) / math.sqrt(D)  # (B, N, L)
-        extra = self.extra_logits(P, T)
-        if extra is not None:
-            logits = logits + extra
+        if self.lowrank is not None:
+            logits = logits + self.lowrank(P, T)
         logits = logits / self.temperature
         logits = logits.masked_fill(~task_mask.unsqueeze(1), torch.finfo(logits.dtype).min)
         attn = torch.softmax(logits, dim=-1)  # (B, N, L)
@@ -138,35 +165,6 @@ class Scorer(nn.Module):
             Q = Q + self.alpha * P
         S = (Q @ P.transpose(1, 2)) / math.sqrt(D)  # (B, N, N)
         return Scores(scores=S, patches=P, task=T, queries=Q)
-
-
-class LowRankScorer(Scorer):
-    """Learnable queries: attention logits += (P Wq)(T Wk)^T / sqrt(r), plus the residual.
-
-    Wq (D, r) projects the patches, Wk (D, r) the task tokens. Both start as N(0, 1/D)
-    (so the extra logits are O(1) and differ per patch) and receive gradients through the
-    straight-through soft path of the selection (S -> Q -> attention -> Wq, Wk).
-    """
-
-    def __init__(self, width: int, rank: int, alpha: float):
-        super().__init__(width, alpha=alpha)
-        if rank > width:
-            raise ValueError(f"pruning.lowrank_rank must be <= width {width}, got {rank}")
-        self.rank = rank
-        self.wq = nn.Parameter(torch.empty(width, rank))
-        self.wk = nn.Parameter(torch.empty(width, rank))
-        self.reset_parameters()
-
-    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        std = self.width**-0.5
-        with torch.no_grad():
-            self.wq.normal_(0.0, std, generator=generator)
-            self.wk.normal_(0.0, std, generator=generator)
-
-    def extra_logits(self, P: Tensor, T: Tensor) -> Tensor:
-        pq = P @ self.wq.float()  # (B, N, r)
-        tk = T @ self.wk.float()  # (B, L, r)
-        return (pq @ tk.transpose(1, 2)) / math.sqrt(self.rank)  # (B, N, L)
 
 
 def build_scorer(cfg: PrunerConfig, width: int) -> Scorer:
@@ -180,7 +178,8 @@ def build_scorer(cfg: PrunerConfig, width: int) -> Scorer:
     if cfg.scorer == "residual":
         return Scorer(width, alpha=cfg.residual_alpha)
     if cfg.scorer == "lowrank":
-        return LowRankScorer(width, cfg.lowrank_rank, cfg.residual_alpha)
+        lowrank = LowRankLogits(width, cfg.lowrank_rank)
+        return Scorer(width, alpha=cfg.residual_alpha, lowrank=lowrank)
     if cfg.scorer == "centered":
         return Scorer(width, center=True)
     raise ValueError(f"pruning.scorer must be one of the known scorers, got {cfg.scorer!r}")

@@ -31,7 +31,6 @@ from torch import Tensor
 
 from policies.pruning.config import PrunerConfig
 from policies.pruning.pruner import TokenPruner
-from policies.pruning.scorers import LowRankScorer
 
 HEALTHY_UNION = 16  # a union of row argmaxes at least this large "escapes the collapse"
 
@@ -105,8 +104,8 @@ VARIANTS: tuple[tuple[str, PrunerConfig], ...] = (
 def build_pruner(cfg: PrunerConfig, width: int, seed: int = 0) -> TokenPruner:
     """Eval-mode pruner; the lowrank projections drawn from `seed` (deterministic)."""
     pruner = TokenPruner(replace(cfg, enabled=True, telemetry=True), width).eval()
-    if isinstance(pruner.scorer, LowRankScorer):
-        pruner.scorer.reset_parameters(torch.Generator().manual_seed(seed))
+    if pruner.scorer.lowrank is not None:
+        pruner.scorer.lowrank.reset_parameters(torch.Generator().manual_seed(seed))
     return pruner
 
 
