@@ -68,8 +68,9 @@ IMAGE_KEY, WRIST_KEY, STATE_KEY, PROMPT_KEY = (
 ACTION_DIM, STATE_DIM = 7, 8
 # Bounds of the state (m, rad, m): the grip point never leaves the 1 m box around the table
 # centre (targets are clipped to the workspace), the axis-angle has norm <= pi, and each finger
-# travels FINGER_OPEN (0.05 leaves room for soft joint limits).
-STATE_BOUND = np.array([1.0, 1.0, 1.0, np.pi, np.pi, np.pi, 0.05, 0.05], dtype=np.float32)
+# travels FINGER_OPEN = 0.045 m, but MuJoCo's soft joint limits let it overshoot by 1 cm under
+# fast random commands (0.055 seen), so its bound is LIBERO's 0.1 (envs/libero.py).
+STATE_BOUND = np.array([1.0, 1.0, 1.0, np.pi, np.pi, np.pi, 0.1, 0.1], dtype=np.float32)
 
 
 def observation_space(image_size: int, state_bound: np.ndarray) -> spaces.Dict:

@@ -183,3 +183,20 @@ def test_bad_step_and_reset_arguments_name_the_field():
             env.reset(options={"layout_seed": -3})
     finally:
         env.close()
+
+
+def test_random_actions_keep_observations_in_the_space():
+    """Fast random commands drive the fingers past their soft joint limits; the state bound
+    must still hold (check_env samples unseeded actions, so it only catches this by luck)."""
+    env = gym.make("prunepi/object-1", image_size=SMALL).unwrapped
+    space = env.observation_space
+    try:
+        for ep in range(3):
+            env.reset(seed=ep)
+            env.action_space.seed(ep)
+            for _ in range(40):
+                obs, *_ = env.step(env.action_space.sample())
+                for key, sub in space.spaces.items():
+                    assert sub.contains(obs[key]), (ep, key, obs[key])
+    finally:
+        env.close()
