@@ -40,7 +40,7 @@ class DemoConfig:
     # Camera side in px, also the model's input side (multiple of 14): 56 trains 2.3x more
     # samples/s than the tiny preset's 112 on 2 CPUs.
     image_size: int = 56
-    train_steps: int = 2000  # optimizer steps of the tiny preset (~15 min on 2 idle CPUs)
+    train_steps: int = 2000  # optimizer steps of the tiny preset (~9 min on 2 idle CPUs)
     train_workers: int = 2  # Ray Train DDP workers
     batch_size: int = 32  # global batch
     lr: float = 3e-3  # peak learning rate (the tiny preset's 1e-3 learns too slowly here)

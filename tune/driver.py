@@ -15,6 +15,7 @@ import csv
 import dataclasses
 import json
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,10 @@ def _searcher_and_scheduler(cfg: TuneConfig):
     from ray.tune.search.basic_variant import BasicVariantGenerator
     from ray.tune.search.optuna import OptunaSearch
 
+    # An explicit BasicVariantGenerator ignores TuneConfig.max_concurrent_trials: give it here.
+    limit = cfg.max_concurrent_trials
     if cfg.experiment == "noise-ablation":
-        return BasicVariantGenerator(max_concurrent=cfg.max_concurrent_trials), FIFOScheduler()
+        return BasicVariantGenerator(max_concurrent=limit), FIFOScheduler()
     asha = ASHAScheduler(
         time_attr="training_iteration",
         metric="score",
@@ -58,19 +61,14 @@ def _searcher_and_scheduler(cfg: TuneConfig):
         )
         return search, asha
     if cfg.searcher == "random":
-        return (
-            BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials),
-            asha,
-        )
+        return BasicVariantGenerator(random_state=cfg.seed, max_concurrent=limit), asha
     pbt = PopulationBasedTraining(
         time_attr="training_iteration",
         metric="score",
         mode="max",
         perturbation_interval=1,
         hyperparam_mutations=pbt_mutations(),
-        seed=cfg.seed,
     )
-    limit = cfg.max_concurrent_trials
     return BasicVariantGenerator(random_state=cfg.seed, max_concurrent=limit), pbt
 
 
@@ -197,6 +195,7 @@ def run_tune(cfg: TuneConfig) -> dict[str, Any]:
         else:
             owned = env.init_local_ray(num_cpus=cfg.ray_num_cpus)
     try:
+        random.seed(cfg.seed)  # PBT draws its exploit/explore choices from Python's random
         results = build_tuner(cfg, out / "tune").fit()
     finally:
         if owned:

@@ -9,7 +9,6 @@ from pathlib import Path
 # into place. Our envs already settle 0.1 s inside reset() and run 120-280 steps per episode,
 # so the same share of the spatial suite's budget (10/220 of 120) is 5 steps.
 DEFAULT_WARMUP_STEPS = 5
-LIBERO_WARMUP_STEPS = 10  # openpi's num_steps_wait, for the real LIBERO suites (libero_*)
 # openpi's LIBERO_DUMMY_ACTION: no motion, gripper open (-1 opens ours too).
 NOOP_ACTION = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)
 
@@ -43,7 +42,11 @@ class RolloutConfig:
         """num_warmup_steps, or the suite's default (openpi's 10 for real LIBERO)."""
         if self.num_warmup_steps is not None:
             return self.num_warmup_steps
-        return LIBERO_WARMUP_STEPS if self.suite.startswith("libero_") else DEFAULT_WARMUP_STEPS
+        if self.suite.startswith("libero_"):
+            from envs.libero import NUM_WARMUP_STEPS  # openpi's num_steps_wait
+
+            return NUM_WARMUP_STEPS
+        return DEFAULT_WARMUP_STEPS
 
     def validate(self) -> None:
         """Raise ValueError naming the offending field and value."""

@@ -93,3 +93,29 @@ def test_tiny_search_then_restore(demos, tmp_path):
     # The same command again restores the finished experiment instead of starting over.
     again = run_tune(cfg)
     assert len(again["rows"]) == 2
+
+
+def test_tiny_pbt_hands_checkpoints_between_trials(demos, tmp_path):
+    """The population-based option: 2 trials, 2 rungs; after the first rung PBT may copy
+    the better trial's checkpoint into the worse one, and both still finish every step."""
+    from tune.driver import run_tune
+
+    cfg = TuneConfig(
+        data=str(demos),
+        out=str(tmp_path / "pbt"),
+        trials=2,
+        searcher="pbt",
+        steps=2,
+        rungs=2,
+        suite="spatial",
+        episodes_per_task=1,
+        rollout_tasks=(0,),
+        max_rollout_steps=5,
+        image_size=28,
+        report_dir=str(tmp_path / "reports"),
+    )
+    out = run_tune(cfg)
+    assert out["errors"] == 0 and len(out["rows"]) == 2
+    assert all(r["step"] == 2 and r["rungs_done"] == 2 for r in out["rows"])
+    for trial in (tmp_path / "pbt" / "trials").iterdir():
+        assert (trial / "checkpoints" / "2" / "model.safetensors").is_file()
