@@ -9,7 +9,13 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must precede `import mujoco`
 
-from envs.registration import make, register_all  # noqa: E402
+from envs.registration import (  # noqa: E402
+    check_task,
+    make,
+    register_all,
+    suite_max_steps,
+    suite_tasks,
+)
 from envs.suites import MAX_STEPS, SUITES, all_env_ids, get_task  # noqa: E402
 from envs.tasks import Goal, SpatialRef, TaskSpec  # noqa: E402
 
@@ -22,7 +28,10 @@ __all__ = [
     "SpatialRef",
     "TaskSpec",
     "all_env_ids",
+    "check_task",
     "get_task",
     "make",
     "register_all",
+    "suite_max_steps",
+    "suite_tasks",
 ]

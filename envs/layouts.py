@@ -30,6 +30,20 @@ Layout = dict[str, np.ndarray]  # object name -> (x, y, yaw)
 YAW_PER_SPREAD = 10.0
 
 
+def _clear_of(task: TaskSpec, name: str, xy: np.ndarray, placed: Layout) -> bool:
+    """Whether object `name` at `xy` keeps the GAP to every object already `placed`."""
+    fp = task.object(name).footprint
+    return all(
+        np.hypot(*(xy - p[:2])) >= fp + task.object(n).footprint + GAP for n, p in placed.items()
+    )
+
+
+def _unambiguous(task: TaskSpec, layout: Layout) -> bool:
+    """Every spatial reference of the task (left / middle / nearest ...) has a clear answer."""
+    positions = {n: p[:2] for n, p in layout.items()}
+    return all(ref.margin(positions) >= MIN_REF_MARGIN[ref.rule] for ref in task.spatial_refs)
+
+
 def _sample(task: TaskSpec, rng: np.random.Generator) -> Layout:
     # Containers first: they are the largest and hardest to fit.
     order = sorted(task.objects, key=lambda o: -o.footprint)
@@ -39,19 +53,12 @@ def _sample(task: TaskSpec, rng: np.random.Generator) -> Layout:
             for _ in range(200):
                 x = rng.uniform(REGION_X[0] + obj.footprint / 2, REGION_X[1] - obj.footprint / 2)
                 y = rng.uniform(REGION_Y[0] + obj.footprint / 2, REGION_Y[1] - obj.footprint / 2)
-                ok = all(
-                    np.hypot(x - p[0], y - p[1]) >= obj.footprint + task.object(n).footprint + GAP
-                    for n, p in placed.items()
-                )
-                if ok:
+                if _clear_of(task, obj.name, np.array([x, y]), placed):
                     placed[obj.name] = np.array([x, y, rng.uniform(-np.pi, np.pi)])
                     break
             else:
                 break
-        if len(placed) != len(order):
-            continue
-        positions = {n: p[:2] for n, p in placed.items()}
-        if all(ref.margin(positions) >= MIN_REF_MARGIN[ref.rule] for ref in task.spatial_refs):
+        if len(placed) == len(order) and _unambiguous(task, placed):
             return {o.name: placed[o.name] for o in task.objects}
     raise RuntimeError(f"layout: could not place the objects of {task.env_id}")
 
@@ -72,9 +79,8 @@ def check_init_spread(init_spread: float | None) -> float | None:
     """None (anywhere in the region) or a jitter in metres, 0 < spread <= 0.1."""
     if init_spread is None:
         return None
-    if isinstance(init_spread, bool) or not isinstance(init_spread, int | float | np.floating):
-        raise ValueError(f"init_spread: expected None or a float in (0, 0.1], got {init_spread!r}")
-    if not 0.0 < float(init_spread) <= 0.1:
+    real = not isinstance(init_spread, bool) and isinstance(init_spread, int | float | np.floating)
+    if not (real and 0.0 < float(init_spread) <= 0.1):
         raise ValueError(f"init_spread: expected None or a float in (0, 0.1], got {init_spread!r}")
     return float(init_spread)
 
@@ -92,21 +98,15 @@ def _jitter(task: TaskSpec, rng: np.random.Generator, spread: float) -> Layout:
     spatial-reference rules as `_sample`, so every drawn layout is valid and unambiguous.
     """
     home = home_layout(task)
+    scale = np.array([spread, spread, YAW_PER_SPREAD * spread])
     for _ in range(2000):
-        lay = {
-            n: p + rng.uniform(-1.0, 1.0, 3) * np.array([spread, spread, YAW_PER_SPREAD * spread])
-            for n, p in home.items()
-        }
+        lay = {n: p + rng.uniform(-1.0, 1.0, 3) * scale for n, p in home.items()}
         names = list(lay)
-        if any(
-            np.hypot(*(lay[a][:2] - lay[b][:2]))
-            < task.object(a).footprint + task.object(b).footprint + GAP
-            for i, a in enumerate(names)
-            for b in names[i + 1 :]
-        ):
-            continue
-        positions = {n: p[:2] for n, p in lay.items()}
-        if all(ref.margin(positions) >= MIN_REF_MARGIN[ref.rule] for ref in task.spatial_refs):
+        clear = all(
+            _clear_of(task, n, lay[n][:2], {m: lay[m] for m in names[:i]})
+            for i, n in enumerate(names)
+        )
+        if clear and _unambiguous(task, lay):
             return lay
     raise RuntimeError(f"layout: could not jitter the objects of {task.env_id} by {spread} m")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from envs.suites import SUITES, get_task
+from envs.suites import MAX_STEPS, SUITES, get_task
 
 ENTRY_POINT = "envs.tabletop_env:TabletopEnv"
 
@@ -25,6 +25,44 @@ def register_all() -> None:
                 max_episode_steps=task.max_steps,
                 kwargs={"suite": suite, "task_id": task.task_id},
             )
+
+
+def _libero_suites():
+    from envs.libero import LIBERO_SUITES  # constants only: LIBERO itself is not imported
+
+    return LIBERO_SUITES
+
+
+def suite_tasks(suite: str) -> tuple[int, ...]:
+    """Task ids of a suite: ours (envs.SUITES) or the real LIBERO ones (`libero_*`)."""
+    libero = _libero_suites()
+    if suite in libero:
+        return tuple(range(libero[suite].num_tasks))
+    if suite in SUITES:
+        return tuple(range(len(SUITES[suite])))
+    raise ValueError(
+        f"suite: unknown suite {suite!r}; expected one of {sorted(SUITES)} or {sorted(libero)}"
+    )
+
+
+def suite_max_steps(suite: str) -> int:
+    """Policy steps per episode: our suites' limits, or openpi's for LIBERO."""
+    libero = _libero_suites()
+    if suite in libero:
+        return libero[suite].max_steps
+    suite_tasks(suite)  # raises naming an unknown suite
+    return MAX_STEPS[suite]
+
+
+def check_task(suite: str, task_id: int) -> None:
+    """Raise naming the bad field and value (needs no LIBERO install)."""
+    if suite in _libero_suites():
+        from envs.libero import check_task as check_libero_task
+
+        check_libero_task(suite, task_id)
+    else:
+        suite_tasks(suite)
+        get_task(suite, task_id)
 
 
 def make(

@@ -38,7 +38,6 @@ def quiet_ray_logs() -> None:
 
     import ray
 
-    apply_defaults()
     ray_dir = os.path.dirname(ray.__file__)
     for name, level in QUIET_LOGGERS.items():
         logging.getLogger(name.replace("<ray>", ray_dir)).setLevel(level)

@@ -36,9 +36,8 @@ class TuneConfig:
     rollout_workers: int = 1  # Ray actors rolling out each trial's checkpoint
     kept_weight: float = 0.25  # scalarization: score = success_rate - kept_weight * kept_ratio
     max_concurrent_trials: int = 1  # trials in flight (2 local CPUs fit one)
-    trial_cpus: float = (
-        0.01  # logical CPUs of the trial driver (light; Train workers ask their own)
-    )
+    # logical CPUs of the trial driver (light; Train workers ask their own)
+    trial_cpus: float = 0.01
     train_workers: int = 1  # Ray Train workers per trial
     cpus_per_train_worker: float = 0.99  # Ray CPUs per Train worker (leaves trial_cpus room)
     batch_size: int | None = None  # global batch per step; None = the preset's

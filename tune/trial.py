@@ -93,6 +93,7 @@ def run_trial(config: dict[str, Any], tune_cfg: dict[str, Any]) -> None:
             if Path(d).resolve().parent.parent != run:
                 adopt_checkpoint(Path(d), run)
     done = max((s for s, _ in list_checkpoints(run)), default=0)
+    init_spread = dataset_init_spread(cfg.data)  # roll out from the demos' init regions
     for stop in rung_steps(cfg.steps, cfg.rungs):
         if stop <= done:
             continue
@@ -110,7 +111,7 @@ def run_trial(config: dict[str, Any], tune_cfg: dict[str, Any]) -> None:
                 max_steps=cfg.max_rollout_steps,
                 image_size=cfg.image_size,
                 seed=7,
-                init_spread=dataset_init_spread(cfg.data),  # the demos' init regions
+                init_spread=init_spread,
             )
         )
         train = last_metrics(run)

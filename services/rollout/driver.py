@@ -14,24 +14,13 @@ log = logging.getLogger(__name__)
 
 
 def episode_jobs(cfg: RolloutConfig) -> list[tuple[int, int]]:
-    """(task_id, episode) pairs; validates the suite and task ids against envs.SUITES, or
-    against LIBERO's suites for `libero_*` (checked without importing LIBERO)."""
+    """(task_id, episode) pairs; the suite and task ids are ours or LIBERO's (`libero_*`),
+    validated before any actor starts (without importing LIBERO)."""
     import envs
-    from envs.libero import LIBERO_SUITES, check_task
 
-    if cfg.suite in LIBERO_SUITES:
-        tasks = cfg.tasks or tuple(range(LIBERO_SUITES[cfg.suite].num_tasks))
-        for t in tasks:
-            check_task(cfg.suite, t)
-        return [(t, k) for t in tasks for k in range(cfg.episodes_per_task)]
-    if cfg.suite not in envs.SUITES:
-        raise ValueError(
-            f"suite must be one of {sorted(envs.SUITES)} or {sorted(LIBERO_SUITES)}, "
-            f"got {cfg.suite!r}"
-        )
-    tasks = cfg.tasks or tuple(range(len(envs.SUITES[cfg.suite])))
+    tasks = cfg.tasks or envs.suite_tasks(cfg.suite)
     for t in tasks:
-        envs.get_task(cfg.suite, t)  # raises naming the bad task id
+        envs.check_task(cfg.suite, t)  # raises naming the bad task id
     return [(t, k) for t in tasks for k in range(cfg.episodes_per_task)]
 
 

@@ -37,9 +37,7 @@ class RolloutWorker:
         self.policy = make_policy(cfg)
         meta = policy_metadata(self.policy)
         self.image_size = cfg.image_size or int(meta.get("image_size", 224))
-        from envs.libero import LIBERO_MAX_STEPS
-
-        self.max_steps = cfg.max_steps or {**envs.MAX_STEPS, **LIBERO_MAX_STEPS}[cfg.suite]
+        self.max_steps = cfg.max_steps or envs.suite_max_steps(cfg.suite)
         self._envs: dict[int, object] = {}
 
     def _env(self, task_id: int):

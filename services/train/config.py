@@ -131,8 +131,8 @@ class TrainConfig:
     ray_num_cpus: int = 2  # CPUs of the embedded local Ray (ignored on a cluster)
     max_failures: int = 2  # Ray FailureConfig: worker-group restarts from the last checkpoint
     keep_checkpoints: int | None = None  # keep only the newest K checkpoints; None: all
-    # Ray Train's own `ray.train` log level; at INFO it prints every report with all metrics
-    # (ours go to RUN/metrics.jsonl and wandb)
+    # Ray Train's own `ray.train` log level (worker-group start, restarts); our metrics go to
+    # RUN/metrics.jsonl and wandb. The per-report dump is quieted by prunepi.env instead.
     train_log_level: str = "WARNING"
     wandb_mode: str = "offline"  # "offline" (files in RUN/wandb) | "online" | "disabled"
     wandb_project: str = "prunepi"  # wandb project name

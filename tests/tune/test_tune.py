@@ -61,23 +61,28 @@ def demos(tmp_path_factory):
     )
 
 
-def test_tiny_search_then_restore(demos, tmp_path):
-    from tune.driver import run_tune
-
-    cfg = TuneConfig(
+def tiny_search(demos, out, **over) -> TuneConfig:
+    """2 trials of 2 steps, 5-step rollouts of one task at 28 px."""
+    base = dict(
         data=str(demos),
-        out=str(tmp_path / "tune"),
+        out=str(out),
         trials=2,
-        searcher="optuna",  # the default: multi-objective TPE (success up, kept tokens down)
         steps=2,
-        rungs=1,
         suite="spatial",
         episodes_per_task=1,
         rollout_tasks=(0,),
         max_rollout_steps=5,
         image_size=28,
-        report_dir=str(tmp_path / "reports"),
+        report_dir=str(out.parent / "reports"),
     )
+    return TuneConfig(**{**base, **over})
+
+
+def test_tiny_search_then_restore(demos, tmp_path):
+    from tune.driver import run_tune
+
+    # The default searcher: multi-objective TPE (success up, kept tokens down).
+    cfg = tiny_search(demos, tmp_path / "tune", searcher="optuna", rungs=1)
     out = run_tune(cfg)
     rows = out["rows"]
     assert len(rows) == 2 and out["errors"] == 0
@@ -100,20 +105,7 @@ def test_tiny_pbt_hands_checkpoints_between_trials(demos, tmp_path):
     the better trial's checkpoint into the worse one, and both still finish every step."""
     from tune.driver import run_tune
 
-    cfg = TuneConfig(
-        data=str(demos),
-        out=str(tmp_path / "pbt"),
-        trials=2,
-        searcher="pbt",
-        steps=2,
-        rungs=2,
-        suite="spatial",
-        episodes_per_task=1,
-        rollout_tasks=(0,),
-        max_rollout_steps=5,
-        image_size=28,
-        report_dir=str(tmp_path / "reports"),
-    )
+    cfg = tiny_search(demos, tmp_path / "pbt", searcher="pbt", rungs=2)
     out = run_tune(cfg)
     assert out["errors"] == 0 and len(out["rows"]) == 2
     assert all(r["step"] == 2 and r["rungs_done"] == 2 for r in out["rows"])
