@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip
 CONSTRAINTS := constraints.txt
+CPU_TORCH := 2.13.0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
@@ -14,8 +15,10 @@ export WANDB_MODE ?= offline
 
 $(BIN)/prunepi: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	# torch first, from the local CPU wheel: a bare `torch` requirement pulls a CUDA build.
-	$(PIP) install -q torch==2.13.0
+	# torch first, unless the venv has one (a GPU user's own build, installed before
+	# `make setup`, is kept): the local CPU wheel, since a bare `torch` requirement pulls a
+	# multi-GB CUDA build. pyproject asks only torch>=2.5, which either satisfies.
+	$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) install -q torch==$(CPU_TORCH)
 	$(PIP) install -q -c $(CONSTRAINTS) -e '.[dev]'
 	touch $@
 

@@ -2,7 +2,7 @@
 
 Kept counts are the π0.5 ones (768, 384, 192, 78, 32 of 768) scaled to the preset's pool
 (tiny: 192 patches -> 192, 96, 48, 20, 8), with all three cameras valid and a full prompt
-(as references.md §3 measures); `+trim` rows also drop prompt padding to 25% of the slots.
+(as docs/references.md §3 measures); `+trim` rows also drop prompt padding to 25% of the slots.
 Ratios are against the unpruned model in the same run.
 
     python benchmarks/pruning_latency.py                 # tiny on CPU (+ pi05 on CUDA)
@@ -127,7 +127,7 @@ def main() -> None:
     print()
     print_table(train, ["preset", "device", "variant", "train_step_ms", "ratio"])
     print(
-        "\nreference (references.md §3, pi05 on one H100, bf16, CUDA graphs): keep 78 = "
+        "\nreference (docs/references.md §3, pi05 on one H100, bf16, CUDA graphs): keep 78 = "
         "0.77x at batch 1, 0.52x at batch 8; +trim to 48 prompt slots 0.73x / 0.43x"
     )
     write_json(

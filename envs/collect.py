@@ -24,7 +24,7 @@ from envs import lerobot_format as lf
 from envs.layouts import check_init_spread
 from envs.scene import CONTROL_HZ
 from envs.suites import SUITES
-from prunepi.env import init_local_ray
+from prunepi.env import check_address, connect_ray
 
 _SEED_STRIDE = 1_000_000  # layout seed = seed * stride + attempt: disjoint across seeds
 
@@ -44,6 +44,9 @@ class CollectConfig:
     progress: bool = True  # show a tqdm progress bar
     # LIBERO-style init regions (m) around each object's home; None = anywhere on the table
     init_spread: float | None = None
+    # Ray cluster to join (HOST:PORT, "auto", ray://HOST:PORT); None: RAY_ADDRESS if set (as
+    # `ray job submit` sets it), else the embedded local Ray; "local": always embedded
+    address: str | None = None
 
     def __post_init__(self):
         if self.suite != "all" and self.suite not in SUITES:
@@ -65,6 +68,7 @@ class CollectConfig:
                 f"max_attempts_per_demo: expected >= 1, got {self.max_attempts_per_demo!r}"
             )
         check_init_spread(self.init_spread)
+        check_address("address", self.address)
         object.__setattr__(self, "out", pathlib.Path(self.out))
 
     @property
@@ -140,7 +144,7 @@ def run_collect(cfg: CollectConfig) -> pathlib.Path:
     import ray
     from tqdm import tqdm
 
-    out = cfg.out
+    out = cfg.out.absolute()  # the actors write staging files; on a cluster from another cwd
     if out.exists() and not cfg.overwrite:
         raise FileExistsError(f"out: {out} already exists (set overwrite=True to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +152,7 @@ def run_collect(cfg: CollectConfig) -> pathlib.Path:
     staging = tmp / "staging"
     staging.mkdir(parents=True)
 
-    started_ray = init_local_ray(num_cpus=max(2, cfg.num_workers))
+    started_ray = connect_ray(cfg.address, num_cpus=max(2, cfg.num_workers))
     actors = []
     try:
         cpus = float(ray.cluster_resources().get("CPU", 1.0))

@@ -56,6 +56,14 @@ class NormStats:
         missing = [k for k in ("mean", "std", "q01", "q99") if k not in d]
         if missing:
             raise ValueError(f"norm_stats[{name!r}] is missing {missing}")
+        # openpi's NormStats has q01/q99 optional (shared/normalize.py), written as null when
+        # computed without quantiles; π0.5 normalizes by quantiles, so they must be there.
+        null = [k for k in ("mean", "std", "q01", "q99") if d[k] is None]
+        if null:
+            raise ValueError(
+                f"norm_stats[{name!r}] has null {null}: π0.5 normalizes by quantiles (openpi "
+                f"use_quantile_norm); recompute them with openpi's scripts/compute_norm_stats.py"
+            )
         return NormStats(
             **{k: np.asarray(d[k], dtype=np.float32) for k in ("mean", "std", "q01", "q99")}
         )

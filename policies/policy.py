@@ -1,6 +1,6 @@
 """The openpi-style Policy: raw observation dicts -> input transforms -> π0.5 -> actions.
 
-Also the checkpoint directory contract (architecture.md):
+Also the checkpoint directory contract (docs/architecture.md §3.3):
   CKPT/model.safetensors               openpi-loadable weights (policies/pi05/checkpoint.py)
   CKPT/pruner.safetensors              learnable pruner weights, when the scorer has any
   CKPT/config.json                     {"model": Pi05Config, "policy": PolicyConfig}
@@ -63,6 +63,28 @@ class PolicyConfig:
         for f in ("state_dim", "env_action_dim", "num_steps"):
             if getattr(self, f) <= 0:
                 raise ValueError(f"policy.{f} must be positive, got {getattr(self, f)}")
+        if (problem := asset_id_problem(self.asset_id)) is not None:
+            raise ValueError(f"policy.asset_id must be {problem}, got {self.asset_id!r}")
+
+
+# What an asset id may be (openpi's are like "physical-intelligence/libero").
+ASSET_ID_RULE = "a relative path of non-empty names, none of them '.' or '..'"
+
+
+def asset_id_problem(asset_id: object) -> str | None:
+    """None if `asset_id` names a folder under assets/, else the rule it breaks.
+
+    openpi's asset ids are data repo ids, so they nest: `physical-intelligence/libero` is
+    the folder assets/physical-intelligence/libero/ (openpi training/checkpoints.py
+    `save_state` writes `directory / data_config.asset_id`). Anything that could leave
+    assets/ (an absolute path, '..') is refused.
+    """
+    if not isinstance(asset_id, str) or not asset_id or asset_id.startswith(("/", "\\")):
+        return ASSET_ID_RULE
+    parts = asset_id.split("/")
+    if any(p in ("", ".", "..") or "\\" in p or p != p.strip() for p in parts):
+        return ASSET_ID_RULE
+    return None
 
 
 def build_observation(

@@ -1,7 +1,7 @@
 """Prompt tokenization as openpi's `PaligemmaTokenizer` does it for π0.5 LIBERO.
 
 `pi05_libero` has no discrete state in the prompt: tokens are `<bos> text` then the
-tokens of "\n", right-padded with id 0 to `max_len` (references.md "Data conventions").
+tokens of "\n", right-padded with id 0 to `max_len` (docs/references.md "Data conventions").
 Users give the PaliGemma sentencepiece model when they have it; otherwise
 `train_sentencepiece` fits a small model on the dataset's task strings (no downloads).
 """

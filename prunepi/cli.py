@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Union
@@ -66,6 +67,10 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
 }
 
 
+# Top-level packages whose loggers the CLI shows at INFO.
+OUR_PACKAGES = ("prunepi", "policies", "envs", "services", "tune")
+
+
 def _load(name: str) -> tuple[type, Any]:
     module, cls, fn, _ = COMMANDS[name]
     mod = importlib.import_module(module)
@@ -85,21 +90,41 @@ def _defaults_from_json(name: str, cls: type, argv: list[str]) -> tuple[Any, lis
     return cls.from_dict(body), argv[:i] + argv[i + 2 :]
 
 
+def parse(name: str, argv: list[str], prog: str | None = None) -> Any:
+    """`argv` (flags only) -> the frozen config of command `name`. The one parser of every
+    entry point: `prunepi train ...` and `python -m services.train ...` read flags alike."""
+    cls, _ = _load(name)
+    default, rest = _defaults_from_json(name, cls, argv)
+    return tyro.cli(
+        cls,
+        args=rest,
+        default=default,
+        prog=prog or f"prunepi {name}",
+        description=COMMANDS[name][3],
+    )
+
+
+def configure_logging() -> None:
+    """Our loggers (per-episode rollout lines, serve readiness) at INFO on stderr; everything
+    else, Ray's own loggers included, keeps its level and handlers."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for package in OUR_PACKAGES:
+        logger = logging.getLogger(package)
+        logger.setLevel(logging.INFO)
+        if not logger.handlers:
+            logger.addHandler(handler)
+        logger.propagate = False  # a root handler set by a library would print it twice
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in COMMANDS:
         # Import only the chosen command (Ray, MuJoCo and torch imports are slow).
         name = argv[0]
-        cls, fn = _load(name)
-        default, rest = _defaults_from_json(name, cls, argv[1:])
-        cfg = tyro.cli(
-            cls,
-            args=rest,
-            default=default,
-            prog=f"prunepi {name}",
-            description=COMMANDS[name][3],
-        )
-        fn(cfg)
+        cfg = parse(name, argv[1:])
+        configure_logging()
+        _load(name)[1](cfg)
         return
     # No or unknown command: full help over every subcommand.
     union = Union[  # noqa: UP007

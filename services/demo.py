@@ -22,7 +22,7 @@ from prunepi import env
 
 
 def _demo_pruner() -> PrunerConfig:
-    # The residual scorer (collapse-notes.md) with a fixed budget: half of the valid patches,
+    # The residual scorer (docs/collapse-notes.md) with a fixed budget: half of the valid patches,
     # so kept tokens are comparable across tasks and the pruned model cannot go blind.
     return PrunerConfig(enabled=True, scorer="residual", budget="keep_ratio", keep_ratio=0.5)
 
@@ -49,7 +49,11 @@ class DemoConfig:
     episodes_per_task: int = 10  # rollout episodes per task and per variant
     max_steps: int | None = None  # policy steps per episode (None: the suite's limit)
     rollout_workers: int = 2  # Ray actors per rollout
-    num_cpus: int = 2  # CPUs of the embedded Ray
+    num_cpus: int = 2  # CPUs of the embedded Ray (on a cluster: the CPUs the demo reserves)
+    # Ray cluster to join (HOST:PORT, "auto", ray://HOST:PORT); None: RAY_ADDRESS if set (as
+    # `ray job submit` sets it), else the embedded local Ray; "local": always embedded. Every
+    # stage runs on this one connection.
+    address: str | None = None
     seed: int = 0  # collection and training seed (rollouts use openpi's 7)
     fresh: bool = False  # delete OUT first instead of reusing its data and training run
 
@@ -67,6 +71,7 @@ class DemoConfig:
                 raise ValueError(f"{f} must be positive, got {getattr(self, f)}")
         if not self.pruning.enabled:
             raise ValueError(f"pruning.enabled must be True for the demo, got {self.pruning}")
+        env.check_address("address", self.address)
 
 
 def _stage(name: str, t0: float) -> None:
@@ -237,7 +242,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "demo_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     t0 = time.monotonic()
-    started = env.init_local_ray(num_cpus=cfg.num_cpus)
+    started = env.connect_ray(cfg.address, num_cpus=cfg.num_cpus)
     try:
         data = collect(cfg, out)
         _stage(f"collect ({data})", t0)

@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from prunepi.env import check_address
+
 EXPERIMENTS = ("search", "noise-ablation")
 SEARCHERS = ("optuna", "random", "pbt")
 
@@ -48,6 +50,9 @@ class TuneConfig:
     seed: int = 0  # searcher and training seed
     resume: bool = True  # restore an interrupted search in `out` (Tuner.restore)
     ray_num_cpus: int = 2  # CPUs of the embedded local Ray (ignored on a cluster)
+    # Ray cluster to join (HOST:PORT, "auto", ray://HOST:PORT); None: RAY_ADDRESS if set (as
+    # `ray job submit` sets it), else the embedded local Ray; "local": always embedded
+    address: str | None = None
     image_size: int | None = None  # override the model's image side (train and rollout)
     report_dir: str = "reports"  # noise-ablation writes noise_ablation.md (+ .png) here
 
@@ -87,6 +92,7 @@ class TuneConfig:
             raise bad("lr", "None or > 0")
         if self.gpus_per_worker < 0:
             raise bad("gpus_per_worker", ">= 0")
+        check_address("tune.address", self.address)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,8 @@ from typing import Any
 from prunepi import env
 from tune.config import TuneConfig
 from tune.objective import pareto_front
-from tune.space import DEFAULTS, ablation_space, pbt_mutations, search_space, trial_params
+from tune.progress import TrialProgress
+from tune.space import ABLATION, DEFAULTS, ablation_space, pbt_mutations, search_space, trial_params
 from tune.trial import run_trial, train_config
 
 RESULT_KEYS = (
@@ -98,6 +98,7 @@ def build_tuner(cfg: TuneConfig, storage: Path):
             storage_path=str(storage),
             failure_config=tune.FailureConfig(max_failures=1),
             verbose=1,
+            callbacks=[TrialProgress(len(ABLATION) if ablation else cfg.trials)],
         ),
     )
 
@@ -187,13 +188,7 @@ def run_tune(cfg: TuneConfig) -> dict[str, Any]:
     cfg = dataclasses.replace(cfg, out=str(out), data=str(Path(cfg.data).resolve()))
     import ray
 
-    owned = False
-    if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init(address="auto")
-            owned = True
-        else:
-            owned = env.init_local_ray(num_cpus=cfg.ray_num_cpus)
+    owned = env.connect_ray(cfg.address, num_cpus=cfg.ray_num_cpus)
     try:
         random.seed(cfg.seed)  # PBT draws its exploit/explore choices from Python's random
         results = build_tuner(cfg, out / "tune").fit()

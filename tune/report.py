@@ -64,7 +64,7 @@ def write_ablation_report(cfg: TuneConfig, rows: list[dict[str, Any]], out: Path
         "checkpoint; *train union (late)* is `prune/argmax_union_mean` at the last logged "
         "training step (the collapse signature is a union of a few patches); *train queries "
         "std* is `prune/queries_std_mean` (near zero when every patch's query is the same "
-        "vector, problem.md §4).",
+        "vector, docs/problem.md §4).",
         "",
         "The run's configuration (`TuneConfig`):",
         "",

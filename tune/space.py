@@ -37,8 +37,8 @@ def pbt_mutations() -> dict[str, Any]:
     return {"noise_scale": tune.loguniform(0.05, 2.0), "schedule": list(SCHEDULES)}
 
 
-# LightVLA's ablation (references.md §2: no noise, constant, linear decay) on its faithful
-# scorer, then the cures problem.md §4 proposes: patch-aware queries, learned low-rank
+# LightVLA's ablation (docs/references.md §2: no noise, constant, linear decay) on its faithful
+# scorer, then the cures docs/problem.md §4 proposes: patch-aware queries, learned low-rank
 # projections, noise calibrated to the score gap, and an explicit budget.
 ABLATION: dict[str, dict[str, Any]] = {
     "lightvla / no noise": {"scorer": "lightvla", "schedule": "none"},

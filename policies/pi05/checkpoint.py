@@ -3,7 +3,7 @@
 openpi writes its PyTorch checkpoints with `safetensors.torch.save_model`, which drops
 tied duplicates: the token embedding is stored ONLY as
 `paligemma_with_expert.paligemma.lm_head.weight`, and an unused random
-`paligemma_with_expert.gemma_expert.lm_head.weight` is present (references.md §1). We read
+`paligemma_with_expert.gemma_expert.lm_head.weight` is present (docs/references.md §1). We read
 that layout strictly (every missing, unexpected or mis-shaped key is an error naming the
 key and both shapes) and write it back, so openpi can load what we save.
 
@@ -59,8 +59,19 @@ def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
 
 
-def load_openpi_weights(model: Pi05Model, path: Path) -> None:
-    """Strictly load openpi's `model.safetensors` (any dtype mix) into `model`."""
+PRUNER_MODES = ("required", "init")
+
+
+def load_openpi_weights(model: Pi05Model, path: Path, pruner: str = "required") -> None:
+    """Strictly load openpi's `model.safetensors` (any dtype mix) into `model`.
+
+    `pruner`: what a learnable scorer's weights (`pruner.safetensors` beside `path`) must be.
+    "required": there, or CheckpointError (eval: random scorer weights would prune at
+    random); "init": loaded when there, else the model's fresh init stays (fine-tuning an
+    openpi checkpoint, which has no pruner, with a learnable scorer).
+    """
+    if pruner not in PRUNER_MODES:
+        raise ValueError(f"pruner must be one of {PRUNER_MODES}, got {pruner!r}")
     path = Path(path)
     shapes = read_shapes(path)
     check_config(model.config, shapes)
@@ -93,6 +104,18 @@ def load_openpi_weights(model: Pi05Model, path: Path) -> None:
     if model.pruner is not None and any(True for _ in model.pruner.parameters()):
         if pruner_path.is_file():
             _load_pruner(model, pruner_path)
+        elif pruner == "required":
+            raise CheckpointError(missing_pruner_message(model.config, pruner_path))
+
+
+def missing_pruner_message(cfg: Pi05Config, pruner_path: Path) -> str:
+    """Why a learnable scorer cannot run without its weights, and what to do instead."""
+    return (
+        f"pruning.scorer {cfg.pruning.scorer!r} has learnable weights but {pruner_path} does "
+        f"not exist (a checkpoint trained with that scorer writes it): pass a checkpoint "
+        f"trained with it, a parameter-free scorer (e.g. 'lightvla': it prunes zero-shot), or "
+        f"pruning.enabled=False"
+    )
 
 
 def _load_pruner(model: Pi05Model, path: Path) -> None:

@@ -2,7 +2,7 @@
 
 Every size is a field: openpi's own tiny `dummy` variant breaks in PyTorch because
 `gemma_pytorch.py` hard-codes the projector width (2048) and 8 query heads
-(references.md §1); nothing here is hard-coded.
+(docs/references.md §1); nothing here is hard-coded.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ class Pi05Config:
 
 
 def pi05() -> Pi05Config:
-    """openpi's π0.5 sizes (references.md §1): PaliGemma 2B + Gemma 300M expert + So400m."""
+    """openpi's π0.5 sizes (docs/references.md §1): PaliGemma 2B + Gemma 300M expert + So400m."""
     return Pi05Config(
         vision=SiglipConfig(width=1152, depth=27, mlp_dim=4304, num_heads=16),
         paligemma=GemmaConfig(
@@ -184,7 +184,8 @@ def get_preset(name: str) -> Pi05Config:
 
 
 def from_openpi_fixture_config(d: dict[str, Any]) -> Pi05Config:
-    """Build our config from an openpi fixture's `config.json` (shared/fixtures format)."""
+    """Build our config from an openpi fixture's `config.json` (the format of
+    tests/fixtures/openpi_pi05_tiny_a, described in its README.md)."""
     pg, ae, vi = d["paligemma"], d["action_expert"], d["vision"]
 
     def gemma(g: dict[str, Any]) -> GemmaConfig:

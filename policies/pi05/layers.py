@@ -204,7 +204,7 @@ class GemmaLayer(nn.Module):
 class GemmaModel(nn.Module):
     def __init__(self, cfg: GemmaConfig, vocab_size: int | None, cond_dim: int | None):
         super().__init__()
-        # The expert has no token embedding (references.md §1).
+        # The expert has no token embedding (docs/references.md §1).
         self.embed_tokens = nn.Embedding(vocab_size, cfg.width) if vocab_size else None
         self.layers = nn.ModuleList(GemmaLayer(cfg, cond_dim) for _ in range(cfg.depth))
         self.norm = GemmaRMSNorm(cfg.width, cfg.rms_norm_eps, cond_dim)

@@ -54,7 +54,7 @@ FP32_KEEP = (
 
 @dataclass
 class Observation:
-    """openpi's model observation (references.md "Data conventions")."""
+    """openpi's model observation (docs/references.md "Data conventions")."""
 
     images: dict[str, Tensor]  # camera -> (B, 3, H, W) float in [-1, 1] (HWC/uint8 accepted)
     image_masks: dict[str, Tensor]  # camera -> (B,) bool; False = camera absent
@@ -225,7 +225,7 @@ class Pi05Model(nn.Module):
     ) -> Prefix:
         """[patches of every camera | language]; pruned when the pruner is on.
 
-        Position ids (references.md §1): openpi numbers the prefix by cumsum(pad) - 1 over
+        Position ids (docs/references.md §1): openpi numbers the prefix by cumsum(pad) - 1 over
         the UNPRUNED sequence and starts the suffix at the count of valid prefix tokens.
         Under pruning, `pruning.position_ids` picks the numbering of kept tokens:
           - "openpi": each kept token keeps its unpruned id (gaps where patches went),

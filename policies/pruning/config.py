@@ -35,15 +35,15 @@ def _is_int(x: Any) -> bool:
 class NoiseScheduleConfig:
     """Scale of the uniform exploration noise added to the scores in training.
 
-    LightVLA sets `noise_scale = 1 - step / max_steps` every step (references.md §2);
-    problem.md §4 (d) asks to compare no noise, constant noise and linear decay.
+    LightVLA sets `noise_scale = 1 - step / max_steps` every step (docs/references.md §2);
+    docs/problem.md §4 (d) asks to compare no noise, constant noise and linear decay.
     """
 
     # "none": no noise; "constant": always `scale` (the paper's "constant noise" ablation);
     # "linear": LightVLA, `scale * (1 - step / total_steps)` down to `final_scale`;
     # "cosine": half-cosine from `scale` down to `final_scale`;
     # "gap": the linear decay multiplied by the batch's mean top1-top2 score gap, so that
-    # `scale` is in units of the gap (problem.md §4 (b): noise and gap of the same order).
+    # `scale` is in units of the gap (docs/problem.md §4 (b): noise and gap of the same order).
     kind: str = "linear"
     scale: float = 1.0  # peak (step 0) / constant noise scale; for "gap": multiple of the gap
     total_steps: int = 1000  # steps over which linear/cosine/gap decay to `final_scale`

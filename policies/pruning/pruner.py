@@ -1,7 +1,7 @@
 """LightVLA-style visual-token pruner for π0.5, as tensor code that knows only tensors and masks.
 
-Port of LightVLA's `TokenPruner` (prismatic/extern/hf/modeling_prismatic.py, references.md
-§2) as problem.md §2 describes the user's π0.5 port: one pool of all cameras' patches
+Port of LightVLA's `TokenPruner` (prismatic/extern/hf/modeling_prismatic.py, docs/references.md
+§2) as docs/problem.md §2 describes the user's π0.5 port: one pool of all cameras' patches
 (B, N, D) with a validity mask; the prompt tokens as task context with their padding
 masked. The model calls it from `embed_prefix` on the LLM input embeddings.
 
@@ -19,9 +19,9 @@ eval(): tokens are really dropped: keep = budgeted union of the rows' argmaxes (
   gathered in original order, padded to K = max count over the batch (rounded up to a
   bucket). A sample's result does not depend on the rest of the batch beyond K.
 
-Differences from LightVLA, on purpose: prompt padding is masked (problem.md §2.2); masked
+Differences from LightVLA, on purpose: prompt padding is masked (docs/problem.md §2.2); masked
 cameras' patches are never kept/selected and their rows do not vote; works at any batch
-size (LightVLA's only at 1); budgets, buckets and min_keep are ours (problem.md §4 (c)).
+size (LightVLA's only at 1); budgets, buckets and min_keep are ours (docs/problem.md §4 (c)).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 LightVLA (`TokenPruner`, prismatic/extern/hf/modeling_prismatic.py) adds `U[0,1) * scale`
 to the scores before the argmax, with `scale = 1 - step / max_steps` set every step
-(references.md §2). problem.md §4 proposes (b) bringing the noise and the score's
+(docs/references.md §2). docs/problem.md §4 proposes (b) bringing the noise and the score's
 top1-top2 gap to the same order ("gap" below) and (d) comparing none / constant / linear.
 
     sched = make_schedule(NoiseScheduleConfig(kind="linear", scale=1.0, total_steps=100))
@@ -43,10 +43,10 @@ def _cosine(c: NoiseScheduleConfig, progress: float, score_gap: float | None) ->
 
 
 def _gap(c: NoiseScheduleConfig, progress: float, score_gap: float | None) -> float:
-    """Linear decay in units of the score's mean top1-top2 gap (problem.md §4 (b)).
+    """Linear decay in units of the score's mean top1-top2 gap (docs/problem.md §4 (b)).
 
     U[0,1) * s flips a row's argmax between its top two patches only if s exceeds their
-    gap; LightVLA's scale 1 against a gap of ~0.04 (problem.md §4) is 25 gaps, i.e. pure
+    gap; LightVLA's scale 1 against a gap of ~0.04 (docs/problem.md §4) is 25 gaps, i.e. pure
     random exploration. Here `scale` = how many gaps of noise at step 0. The pruner
     applies it per sample with the sample's own deterministic mean gap (the batch mean is
     logged as `prune/score_top1_gap_det_mean`).

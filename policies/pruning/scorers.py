@@ -3,17 +3,17 @@ patch j. Every scorer computes in fp32 with autocast off and returns the normali
 tensors for telemetry.
 
 Faithful scorer ("lightvla"), LightVLA `TokenPruner` in prismatic/extern/hf/
-modeling_prismatic.py (references.md §2):
+modeling_prismatic.py (docs/references.md §2):
 
     P = rms(patches), T = rms(task)          parameter-free RMSNorm, fp32, eps 1e-6
     Q = rms(softmax(P T^T / sqrt(D)) T)      one head over the full width, no projections
     S = Q P^T / sqrt(D)                      = sqrt(D) * cos(q_i, p_j)
 
 Differences from LightVLA, on purpose: the patch->task attention masks prompt padding
-(problem.md §2.2; LightVLA attends to everything after the patches) and padded task
+(docs/problem.md §2.2; LightVLA attends to everything after the patches) and padded task
 embeddings are zeroed first, so their values cannot reach the scores at all.
 
-Why it collapses (collapse-notes.md, reproduced by policies/pruning/synthetic.py): when all
+Why it collapses (docs/collapse-notes.md, reproduced by policies/pruning/synthetic.py): when all
 patches share one dominant direction, the attention logits P T^T differ between patches
 only through the small per-token spread, so every patch reads (almost) the same mix of
 task tokens and every query row is (almost) the same vector -- worse, the values T share
@@ -24,7 +24,7 @@ row argmaxes is 1-3 of 768 patches, `prune/queries_std_mean` is ~0.002-0.009 and
 
 - "no_query_norm": drops the second RMSNorm. It rescales each row of S by a positive
   number, so the row argmax -- hence the eval kept set -- cannot change; it only changes
-  how sharp the training softmax is (kept as the control of problem.md §4 (a)).
+  how sharp the training softmax is (kept as the control of docs/problem.md §4 (a)).
 - "temperature": divides the attention logits by `temperature`, making each patch's
   attention sharper; it barely helps because the logits' spread is the problem, not
   their scale, and the values still share one direction.
@@ -142,7 +142,7 @@ class Scorer(nn.Module):
     ) -> Scores:
         D = patches.shape[-1]
         p = patches.float()  # (B, N, D)
-        # Padded prompt slots are zeroed before anything reads them (problem.md §2.2).
+        # Padded prompt slots are zeroed before anything reads them (docs/problem.md §2.2).
         t = torch.where(task_mask.unsqueeze(-1), task.float(), 0.0)  # (B, L, D)
         if self.center:
             p = p - masked_mean(p, patch_valid)

@@ -1,6 +1,6 @@
-"""The selection collapse of problem.md §4, reproduced on synthetic embeddings.
+"""The selection collapse of docs/problem.md §4, reproduced on synthetic embeddings.
 
-Embeddings with the user's statistics (collapse-notes.md): every patch is one shared
+Embeddings with the user's statistics (docs/collapse-notes.md): every patch is one shared
 direction plus a small per-token spread (std 0.2 per channel), the task tokens are their
 own shared direction (cosine ~0.6 to the patches') plus spread 0.3; 87 valid prompt
 tokens then padding. This reproduces the user's telemetry: patches_std ~0.2, task_std
@@ -17,7 +17,7 @@ way and all rows vote for the same patch. Scorers that make the queries patch-aw
     python -m policies.pruning.synthetic --width 512
 
 Escaping the signature on synthetic data is not a cure: only training with rollouts shows
-where the union settles and what it costs in success (collapse-notes.md).
+where the union settles and what it costs in success (docs/collapse-notes.md).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""The prune/* telemetry of problem.md §4, plus kept tokens / ratio and the noise scale.
+"""The prune/* telemetry of docs/problem.md §4, plus kept tokens / ratio and the noise scale.
 
 All values are batch means of per-sample statistics over VALID tokens only (valid
 patches from the camera masks, valid prompt tokens from tokenized_prompt_mask), computed
 under torch.no_grad() and fetched with one host sync.
 
 - *_std_mean: std over tokens (population std) of the normalised tensor, mean over
-  channels (problem.md §4 table).
+  channels (docs/problem.md §4 table).
 - argmax_union_mean / argmax_top1_share_mean: size of the union of the valid rows'
   argmaxes / share of valid rows voting for the most popular patch; "_noisy" = with the
   training noise (in eval they equal the deterministic ones).

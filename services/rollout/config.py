@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+
+from policies.pruning.config import PrunerConfig
+from prunepi.env import check_address
 
 # openpi examples/libero/main.py waits 10 no-op steps of LIBERO's 220-520 for objects to fall
 # into place. Our envs already settle 0.1 s inside reset() and run 120-280 steps per episode,
@@ -22,7 +24,7 @@ class RolloutConfig:
     suite: str = "goal"  # envs.SUITES key: spatial | object | goal | long
     tasks: tuple[int, ...] = ()  # task ids to run; () = every task of the suite
     episodes_per_task: int = 10  # episode k starts from fixed initial state k (LIBERO)
-    out: str = "runs/rollout/RESULTS.json"  # results file (architecture.md format)
+    out: str = "runs/rollout/RESULTS.json"  # results file (docs/architecture.md §3.7)
     num_workers: int = 2  # Ray actors, each owning its environments and a policy client
     num_cpus_per_worker: float = 1.0  # Ray CPUs per actor (rendering + in-process policy)
     replan_steps: int = 5  # actions executed from each chunk before re-planning (openpi: 5)
@@ -33,9 +35,23 @@ class RolloutConfig:
     image_size: int | None = None  # rendered side in px; None = the policy's metadata size
     video_dir: str | None = None  # write one video per episode here (envs.video.write_video)
     prune: bool | None = None  # in-process only: None = checkpoint's setting, True/False force
+    # -- in-process openpi checkpoint folder: what it does not say (policies/loading.py) -----
+    preset: str | None = None  # model sizes and head counts: pi05 | pi05_libero | tiny
+    model_config: str | None = None  # or a JSON of model sizes (Pi05Config / openpi fixture)
+    tokenizer_path: str | None = None  # sentencepiece .model: PaliGemma's for openpi's π0.5
+    norm_stats: str | None = None  # norm_stats.json (or its folder); None: from assets/
+    asset_id: str | None = None  # assets/<asset_id>/ to use when several (openpi: a/b ids)
+    state_dim: int | None = None  # raw state width; None: the norm stats' state length
+    env_action_dim: int | None = None  # actions returned; None: the norm stats' action length
+    # In-process pruner config, for either layout (it replaces a prunepi checkpoint's). Left
+    # at its defaults: the checkpoint's own pruner (an openpi folder has none).
+    pruning: PrunerConfig = field(default_factory=PrunerConfig)
     api_key: str | None = None  # sent as `Authorization: Api-Key <key>` to a served policy
     # envs init regions (m): None = anywhere; must match the demos' CollectConfig.init_spread
     init_spread: float | None = None
+    # Ray cluster to join (HOST:PORT, "auto", ray://HOST:PORT); None: RAY_ADDRESS if set (as
+    # `ray job submit` sets it), else the embedded local Ray; "local": always embedded
+    address: str | None = None
 
     @property
     def warmup_steps(self) -> int:
@@ -57,8 +73,6 @@ class RolloutConfig:
             )
         if self.policy is not None and not self.policy.startswith(("ws://", "wss://")):
             raise ValueError(f"policy must be a ws://HOST:PORT URL, got {self.policy!r}")
-        if self.checkpoint is not None and not (Path(self.checkpoint) / "config.json").is_file():
-            raise ValueError(f"checkpoint must be a checkpoint folder, got {self.checkpoint!r}")
         if self.policy is not None and self.prune is not None:
             raise ValueError(
                 f"prune applies to an in-process checkpoint; a served policy prunes as its "
@@ -77,3 +91,17 @@ class RolloutConfig:
             raise ValueError(f"image_size must be >= 16 or None, got {self.image_size}")
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks must not repeat, got {self.tasks}")
+        check_address("address", self.address)
+        self._validate_checkpoint()
+
+    def _validate_checkpoint(self) -> None:
+        from policies.loading import LoadOptions, plan_load  # torch: only when validating
+
+        options = LoadOptions.of(self)
+        if self.policy is not None and options.given():
+            raise ValueError(
+                f"{', '.join(options.given())} apply to an in-process checkpoint; a served "
+                f"policy is loaded as its ServeConfig says, got policy={self.policy!r}"
+            )
+        if self.checkpoint is not None:  # either layout; says what an openpi folder lacks
+            plan_load(self.checkpoint, options, self.prune)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
 from prunepi import env
+from prunepi.progress import Progress
 from services.rollout.config import RolloutConfig
 from services.rollout.results import aggregate, write_results
 from services.rollout.worker import RolloutWorker
@@ -24,6 +26,16 @@ def episode_jobs(cfg: RolloutConfig) -> list[tuple[int, int]]:
     return [(t, k) for t in tasks for k in range(cfg.episodes_per_task)]
 
 
+def episode_summary(ep: Any) -> str:
+    """`task 2 ep 7: success in 83 steps, kept 16.0/48` (one line per finished episode)."""
+    kept = sum(ep.kept_tokens) / max(1, len(ep.kept_tokens))
+    outcome = "success" if ep.success else "failure"
+    return (
+        f"task {ep.task_id} ep {ep.episode}: {outcome} in {ep.length} steps, "
+        f"kept {kept:.1f}/{ep.total_tokens}"
+    )
+
+
 def format_table(results: dict[str, Any]) -> str:
     rows = [f"{'task':<72} {'success':>7} {'kept':>7} {'len':>6}"]
     for task, r in results["tasks"].items():
@@ -40,10 +52,14 @@ def format_table(results: dict[str, Any]) -> str:
 
 
 def run_rollout(cfg: RolloutConfig, num_cpus: int = 2) -> dict[str, Any]:
-    """Run every episode on Ray actors (starting a local Ray when none is connected)."""
+    """Run every episode on Ray actors: on the Ray this process is connected to, else on the
+    cluster `cfg.address` / RAY_ADDRESS names, else on an embedded local Ray."""
     cfg.validate()
     jobs = episode_jobs(cfg)
-    started = env.init_local_ray(num_cpus=num_cpus)
+    # The actors open these paths; on a cluster they run in another folder.
+    paths = {k: env.absolute_path(getattr(cfg, k)) for k in ("checkpoint", "video_dir")}
+    cfg = dataclasses.replace(cfg, **paths)
+    started = env.connect_ray(cfg.address, num_cpus=num_cpus)
     import ray
     from ray.util import ActorPool
 
@@ -64,19 +80,10 @@ def run_rollout(cfg: RolloutConfig, num_cpus: int = 2) -> dict[str, Any]:
         )
         actors = [actor_cls.remote(cfg) for _ in range(n)]
         pool = ActorPool(actors)
+        progress = Progress(len(jobs), "episodes")
         for i, ep in enumerate(pool.map_unordered(lambda a, job: a.run.remote(*job), jobs)):
             episodes.append(ep)
-            log.info(
-                "[%d/%d] task %d ep %d: %s in %d steps, kept %.1f/%d",
-                i + 1,
-                len(jobs),
-                ep.task_id,
-                ep.episode,
-                "success" if ep.success else "failure",
-                ep.length,
-                sum(ep.kept_tokens) / max(1, len(ep.kept_tokens)),
-                ep.total_tokens,
-            )
+            log.info("[rollout] %s  %s", progress.line(i + 1), episode_summary(ep))
         ray.get([a.close.remote() for a in actors])
     finally:
         for a in actors:

@@ -1,4 +1,4 @@
-"""Episode results -> RESULTS.json (architecture.md "rollout"):
+"""Episode results -> RESULTS.json (docs/architecture.md §3.7):
 
 {"success_rate", "kept_tokens_mean", "total_tokens", "episodes",
  "tasks": {task: {"success_rate", "episodes", "kept_tokens_mean", "kept_tokens_min",

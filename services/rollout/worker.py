@@ -16,9 +16,10 @@ def make_policy(cfg: RolloutConfig):
 
         # host may be a full ws:// URL (openpi-client then appends nothing when port=None).
         return WebsocketClientPolicy(cfg.policy, None, api_key=cfg.api_key)
-    from policies.policy import Policy
+    from policies.loading import LoadOptions, load_policy
 
-    return Policy.from_checkpoint(cfg.checkpoint, device="cpu", prune=cfg.prune)
+    # a prunepi or an openpi checkpoint folder (with the options it lacks)
+    return load_policy(cfg.checkpoint, LoadOptions.of(cfg), device="cpu", prune=cfg.prune)
 
 
 def policy_metadata(policy) -> dict:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+
+from policies.pruning.config import PrunerConfig
+from prunepi.env import check_address
 
 
 @dataclass(frozen=True)
 class ServeConfig:
     """A Ray Serve app holding one eval-mode Policy per replica (services/serve/deployment.py)."""
 
-    checkpoint: str  # checkpoint folder (policies/policy.py layout: config.json, weights, assets)
+    # checkpoint folder: prunepi's (config.json, weights, assets) or openpi's as it is
+    # (model.safetensors, assets/<asset_id>/norm_stats.json; then preset and tokenizer_path)
+    checkpoint: str
     host: str = "127.0.0.1"  # Serve HTTP bind address; loopback unless you mean to expose it
     port: int = 8000  # Serve HTTP port (openpi's serve_policy.py default: 8000)
     api_key: str | None = None  # when set, clients must send `Authorization: Api-Key <key>`
@@ -19,11 +23,25 @@ class ServeConfig:
     num_gpus_per_replica: float = 0.0  # Ray GPUs per replica; > 0 runs the policy on cuda
     max_batch_size: int = 8  # most observations fused into one infer_batch forward
     batch_wait_timeout_s: float = 0.01  # longest the first request waits for a batch to fill
-    # Largest accepted observation (websocket frame or JSON body); Serve's proxy (uvicorn)
-    # closes websocket frames above 16 MiB itself, with 1009 and no text frame.
+    # Largest accepted observation (websocket frame or JSON body). HTTP: a larger
+    # Content-Length is refused (413) before the body is read, a longer body once it passes
+    # this. Websocket: Serve's proxy (uvicorn) closes frames above 16 MiB on their header,
+    # with 1009 and no text frame; smaller ones reach the replica whole and get a text frame
+    # and 1009 when above this (protocol.PROXY_WS_MAX_BYTES).
     max_message_bytes: int = 8 * 1024**2
     max_connections_per_replica: int = 64  # open websockets + HTTP requests per replica
     prune: bool | None = None  # None: as the checkpoint says; True/False: pruner on/off
+    # -- an openpi checkpoint folder, which says none of this itself (policies/loading.py) --
+    preset: str | None = None  # model sizes and head counts: pi05 | pi05_libero | tiny
+    model_config: str | None = None  # or a JSON of model sizes (Pi05Config / openpi fixture)
+    tokenizer_path: str | None = None  # sentencepiece .model: PaliGemma's for openpi's π0.5
+    norm_stats: str | None = None  # norm_stats.json (or its folder); None: from assets/
+    asset_id: str | None = None  # assets/<asset_id>/ to use when several (openpi: a/b ids)
+    state_dim: int | None = None  # raw state width; None: the norm stats' state length
+    env_action_dim: int | None = None  # actions returned; None: the norm stats' action length
+    # Pruner config, for either layout (it replaces a prunepi checkpoint's). Left at its
+    # defaults: the checkpoint's own pruner (an openpi folder has none).
+    pruning: PrunerConfig = field(default_factory=PrunerConfig)
     app_name: str = "prunepi"  # Serve application name (several apps can share one Serve)
     route_prefix: str = "/"  # where the app is mounted; openpi clients connect to "/"
     # Serve's log level for this app's replicas and its per-request access log lines (the
@@ -31,11 +49,13 @@ class ServeConfig:
     log_level: str = "INFO"
     access_log: bool = True
     startup_timeout_s: float = 300.0  # start_serve waits this long for /healthz to answer
+    # Ray cluster to join (HOST:PORT, "auto", ray://HOST:PORT); None: RAY_ADDRESS if set (as
+    # `ray job submit` sets it), else the embedded local Ray; "local": always embedded. On a
+    # cluster whose Serve already runs, its http_options (host, port) are kept.
+    address: str | None = None
 
     def validate(self) -> None:
         """Raise ValueError naming the offending field and value."""
-        if not (Path(self.checkpoint) / "config.json").is_file():
-            raise ValueError(f"checkpoint must be a checkpoint folder, got {self.checkpoint!r}")
         if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(
                 f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}"
@@ -61,6 +81,12 @@ class ServeConfig:
             raise ValueError(f"route_prefix must start with '/', got {self.route_prefix!r}")
         if self.prune not in (None, True, False):
             raise ValueError(f"prune must be None, True or False, got {self.prune!r}")
+        check_address("address", self.address)
+        # Last (it reads the weights' header and the tokenizer): either layout, saying what
+        # an openpi folder lacks, before any replica tries to load it.
+        from policies.loading import LoadOptions, plan_load  # torch: only when validating
+
+        plan_load(self.checkpoint, LoadOptions.of(self), self.prune)
 
     @property
     def device(self) -> str:

@@ -62,10 +62,14 @@ async def _send_error(ws: WebSocket, failure: Failure) -> None:
 @serve.ingress(app)
 class PolicyDeployment:
     def __init__(self, cfg: ServeConfig):
-        from policies.policy import Policy  # imported in the replica, not by the driver
+        # imported in the replica, not by the driver
+        from policies.loading import LoadOptions, load_policy
 
         self.cfg = cfg
-        self.policy = Policy.from_checkpoint(cfg.checkpoint, device=cfg.device, prune=cfg.prune)
+        # a prunepi or an openpi checkpoint folder (with the options it lacks)
+        self.policy = load_policy(
+            cfg.checkpoint, LoadOptions.of(cfg), device=cfg.device, prune=cfg.prune
+        )
         self.metadata = dict(self.policy.metadata)
         self._infer_batch.set_max_batch_size(cfg.max_batch_size)
         self._infer_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
@@ -118,7 +122,13 @@ class PolicyDeployment:
             return JSONResponse({"error": "missing or wrong Authorization: Api-Key"}, 401)
         t0 = time.monotonic()
         try:
-            body = await request.body()
+            # Refused on Content-Length before the body is read, else chunk by chunk as the
+            # replica pulls it from the proxy (protocol.read_body). Serve's proxy queues what
+            # the client sends without a bound until this answer ends the request
+            # (ray/serve/_private/proxy.py `proxy_asgi_receive`), so the proxy may hold more.
+            body = await protocol.read_body(
+                request.stream(), request.headers.get("content-length"), self.cfg.max_message_bytes
+            )
             obs = protocol.from_json(body, self.cfg.max_message_bytes)
         except protocol.RequestError as e:
             status = 413 if e.code == protocol.MESSAGE_TOO_BIG else 400
@@ -168,6 +178,9 @@ class PolicyDeployment:
                 )
                 return
             try:
+                # A frame reaches us whole: the proxy's uvicorn assembled it, refusing on
+                # the frame header only those above protocol.PROXY_WS_MAX_BYTES (16 MiB, not
+                # configurable in Serve). max_message_bytes is applied here, after that.
                 obs = protocol.decode_observation(data, self.cfg.max_message_bytes)
             except protocol.RequestError as e:
                 await _send_error(ws, _failure(e))

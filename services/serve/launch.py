@@ -1,4 +1,5 @@
-"""Start the policy server on an embedded local Ray (or the Ray this process is connected to).
+"""Start the policy server on the Ray this process is connected to, else on the cluster
+`ServeConfig.address` / RAY_ADDRESS names, else on an embedded local Ray.
 
 `start_serve(cfg)` returns once `GET /healthz` answers (tests, demo, rollout);
 `run_serve(cfg)` blocks until Ctrl-C (the `prunepi serve` entry point).
@@ -6,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import urllib.error
@@ -23,8 +25,10 @@ class ServeHandle:
     """A running app; `stop()` undoes exactly what `start_serve` started."""
 
     cfg: ServeConfig
-    started_ray: bool  # this call started Ray: stop() shuts it down
-    started_serve: bool  # this call started Serve: stop() shuts Serve down
+    # this call started the embedded Ray or connected to a cluster: stop() shuts the embedded
+    # Ray down, or only disconnects from the cluster, which lives on (ray.shutdown's docstring)
+    started_ray: bool
+    started_serve: bool  # this call started Serve: stop() shuts Serve down; else deletes the app
 
     @property
     def url(self) -> str:
@@ -74,11 +78,13 @@ def start_serve(cfg: ServeConfig, num_cpus: int = 2) -> ServeHandle:
     """Deploy `cfg` as a Serve app (starting Ray and Serve when needed); non-blocking."""
     cfg.validate()
     env.apply_defaults()
+    # Replicas load the checkpoint in Ray's worker folders (a cluster's), not in this one.
+    cfg = dataclasses.replace(cfg, checkpoint=env.absolute_path(cfg.checkpoint))
     from ray import serve
 
     from services.serve.deployment import build_app
 
-    started_ray = env.init_local_ray(num_cpus=num_cpus)
+    started_ray = env.connect_ray(cfg.address, num_cpus=num_cpus)
     started_serve = not _serve_running()
     logging_config = {"log_level": cfg.log_level, "enable_access_log": cfg.access_log}
     serve.start(http_options={"host": cfg.host, "port": cfg.port}, logging_config=logging_config)

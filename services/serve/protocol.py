@@ -11,6 +11,7 @@ code that says whose fault it was (`RequestError.code`).
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgpack
@@ -99,6 +100,49 @@ def check_mapping(obj: Any) -> dict[str, Any]:
 
 def encode(obj: dict[str, Any]) -> bytes:
     return msgpack_numpy.packb(obj)
+
+
+# Serve's HTTP proxy runs uvicorn with its default `ws_max_size` of 16 MiB: Ray 2.60 builds
+# `uvicorn.Config` without it and HTTPOptions has no field for it (ray/serve/_private/
+# http_util.py `start_asgi_http_server`). The websockets protocol there reads a frame's
+# header and refuses (close 1009, no text frame) a frame or message longer than this before
+# reading its payload. Smaller messages are assembled whole by the proxy and forwarded to the
+# replica, where `decode_observation` applies ServeConfig.max_message_bytes.
+PROXY_WS_MAX_BYTES = 16 * 1024 * 1024
+
+
+async def read_body(
+    chunks: AsyncIterator[bytes], content_length: str | None, max_bytes: int
+) -> bytes:
+    """An HTTP body, refused with MESSAGE_TOO_BIG as early as the request allows.
+
+    A Content-Length above `max_bytes` is refused before one byte of the body is read;
+    otherwise (chunked transfer, or a body longer than it said) the chunks are read one at a
+    time and the read stops at the first chunk that takes the total past `max_bytes`, so at
+    most `max_bytes` plus one chunk is held here.
+    """
+    if content_length is not None:
+        try:
+            declared = int(content_length)
+        except ValueError:
+            raise RequestError(
+                POLICY_VIOLATION, f"Content-Length must be an integer, got {content_length!r}"
+            ) from None
+        if declared > max_bytes:
+            raise RequestError(
+                MESSAGE_TOO_BIG,
+                f"body is {declared} bytes (Content-Length), max_message_bytes is {max_bytes}",
+            )
+    parts, size = [], 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > max_bytes:
+            raise RequestError(
+                MESSAGE_TOO_BIG,
+                f"body passed max_message_bytes ({max_bytes}) at {size} bytes; not read further",
+            )
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def from_json(body: bytes, max_bytes: int) -> dict[str, Any]:

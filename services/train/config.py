@@ -8,7 +8,7 @@ precision, EMA, checkpointing); every recipe field of `TrainConfig` defaults to 
 The `pi05_libero` recipe is openpi's `pi05_libero` TrainConfig (training/config.py):
 batch 256, AdamW(b1 0.9, b2 0.95, eps 1e-8, wd 1e-10), clip 1.0, warmup 10k to 5e-5 then
 flat (decay_steps 1M, decay_lr 5e-5), 30k steps, EMA 0.999, bf16 weights, gradient
-checkpointing (references.md §1 "Fine-tuning recipe").
+checkpointing (docs/references.md §1 "Fine-tuning recipe").
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policies.pi05.config import PRESETS as MODEL_PRESETS
+from policies.policy import asset_id_problem
 from policies.pruning.config import PrunerConfig
+from prunepi.env import check_address
 
 PRECISIONS = ("float32", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -118,7 +120,9 @@ class TrainConfig:
     # run); False: keep pruning.noise.total_steps as given
     noise_steps_from_run: bool = True
     augment: bool = True  # openpi's train-time image augmentation (crop, rotate, colour)
-    asset_id: str = "prunepi"  # checkpoint assets/<asset_id>/ (norm stats, tokenizer)
+    # checkpoint assets/<asset_id>/ (norm stats, tokenizer); may nest like openpi's ids,
+    # e.g. "physical-intelligence/libero" = assets/physical-intelligence/libero/
+    asset_id: str = "prunepi"
     seed: int = 0  # weights, data order, augmentation, flow noise and pruner noise
     loader_workers: int = 0  # torch DataLoader processes per Ray worker (0: in-process)
     # -- Ray -------------------------------------------------------------------------------
@@ -129,6 +133,9 @@ class TrainConfig:
     gpus_per_worker: float = 1.0
     threads_per_worker: int = 1  # torch.set_num_threads in each worker
     ray_num_cpus: int = 2  # CPUs of the embedded local Ray (ignored on a cluster)
+    # Ray cluster to join (HOST:PORT, "auto", ray://HOST:PORT); None: RAY_ADDRESS if set (as
+    # `ray job submit` sets it), else the embedded local Ray; "local": always embedded
+    address: str | None = None
     max_failures: int = 2  # Ray FailureConfig: worker-group restarts from the last checkpoint
     keep_checkpoints: int | None = None  # keep only the newest K checkpoints; None: all
     # Ray Train's own `ray.train` log level (worker-group start, restarts); our metrics go to
@@ -275,6 +282,7 @@ class TrainConfig:
         for name in ("threads_per_worker", "ray_num_cpus"):
             v = getattr(self, name)
             _check(_is_int(v) and v >= 1, name, ">= 1", v)
+        check_address("train.address", self.address)
         _check(
             _is_int(self.max_failures) and self.max_failures >= -1,
             "max_failures",
@@ -305,12 +313,8 @@ class TrainConfig:
                 f"in [1, steps={self.steps}]",
                 self.stop_after,
             )
-        _check(
-            bool(self.asset_id) and "/" not in self.asset_id,
-            "asset_id",
-            "a non-empty name without '/'",
-            self.asset_id,
-        )
+        problem = asset_id_problem(self.asset_id)  # nested ids like openpi's allowed
+        _check(problem is None, "asset_id", problem, self.asset_id)
         try:
             self.pruning.validate()
         except ValueError as e:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from policies.normalize import NormStats
@@ -39,27 +38,16 @@ def open_dataset(root: str | Path, action_horizon: int):
     return LeRobotDataset(root, action_horizon=action_horizon)
 
 
-def parquet_files(root: str | Path) -> list[Path]:
-    files = sorted(Path(root).glob("data/*/*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"{root} has no data/*/*.parquet: not a LeRobot dataset")
-    return files
-
-
 def read_column(root: str | Path, feature: str) -> np.ndarray:
-    """Our feature ("state" | "actions") over every frame: (T, D) float32, read straight from
-    the parquet files (no image decoding). LeRobot's names ("observation.state", "action")
-    resolve as envs.dataset resolves them."""
-    name = open_dataset(root, 1).keys[feature]
-    parts = []
-    for f in parquet_files(root):
-        col = pq.read_table(f, columns=[name]).column(name).combine_chunks()
-        parts.append(col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), -1))
-    return np.concatenate(parts).astype(np.float32)
+    """Our feature ("state" | "actions") over every frame of the episodes the metadata lists:
+    (T, D) float32, read from the parquet files (no image or video decoding), any LeRobot
+    version envs.dataset reads. LeRobot's names ("observation.state", "action") resolve as
+    envs.dataset resolves them."""
+    return open_dataset(root, 1).column(feature)
 
 
 def task_strings(root: str | Path) -> list[str]:
-    """The dataset's task instructions (meta/tasks.jsonl)."""
+    """The dataset's task instructions (meta/tasks.jsonl, v3.0 meta/tasks.parquet)."""
     return sorted(set(open_dataset(root, 1).tasks.values()))
 
 

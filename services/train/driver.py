@@ -5,13 +5,14 @@ Once, in the driver (openpi computes norm stats in a separate script,
 scripts/compute_norm_stats.py, before training):
   - the model config (preset, image size, precision, pruner; sizes from `init_from`),
   - norm stats of the dataset's state and actions -> RUN/assets/<asset_id>/norm_stats.json,
-  - the tokenizer: the user's PaliGemma .model, or sentencepiece fitted on the task strings
+  - the tokenizer: the user's PaliGemma .model, an init_from prunepi checkpoint's own, or
+    (from scratch only) sentencepiece fitted on the task strings
     -> RUN/assets/<asset_id>/tokenizer.model (copied into every checkpoint),
   - for --resume: the latest checkpoint, verified (CheckpointError names the file/key).
 
-Ray: inside `ray job submit` (RAY_ADDRESS is set) or with RAY_ADDRESS exported, connect to
-that cluster (`ray.init(address="auto")`); else start an embedded Ray on 127.0.0.1
-(prunepi.env.init_local_ray) and shut it down afterwards. Ray's run folder IS the RUN
+Ray (prunepi.env.connect_ray): with `--address`, inside `ray job submit` (RAY_ADDRESS is
+set) or with RAY_ADDRESS exported, join that cluster; else start an embedded Ray on 127.0.0.1
+and shut it down afterwards. Ray's run folder IS the RUN
 folder (storage_path = RUN's parent, name = RUN's name), so the checkpoints rank 0 writes
 to RUN/checkpoints/<step>/ are Ray-managed checkpoints: FailureConfig restarts resume from
 them, CheckpointConfig(num_to_keep) prunes them. A multi-node cluster therefore needs RUN
@@ -27,6 +28,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from policies.loading import PALIGEMMA_TOKENIZER, check_tokenizer_fits, checkpoint_tokenizer
 from policies.normalize import save_norm_stats
 from policies.pi05.checkpoint import MODEL_FILE, config_from_checkpoint
 from policies.pi05.config import Pi05Config, from_openpi_fixture_config, get_preset
@@ -81,6 +83,34 @@ def model_config(cfg: TrainConfig) -> Pi05Config:
     return mc
 
 
+def init_weights(path: Path) -> Path:
+    """`init_from` is a checkpoint folder or its model.safetensors."""
+    return path / MODEL_FILE if path.is_dir() else path
+
+
+def tokenizer_source(cfg: TrainConfig) -> Path | None:
+    """The sentencepiece model to copy into RUN; None: fit one on the task strings.
+
+    Fitting is right only from scratch: an `init_from` checkpoint's token embedding was
+    trained on its own tokenizer's ids (PaliGemma's, for openpi's π0.5 and PaliGemma), which
+    fitted ids would index at unrelated rows. A prunepi checkpoint carries its tokenizer.
+    """
+    if cfg.tokenizer_path:
+        return Path(cfg.tokenizer_path)
+    if not cfg.init_from:
+        return None
+    path = Path(cfg.init_from)
+    own = checkpoint_tokenizer(path if path.is_dir() else path.parent)
+    if own is not None:
+        return own
+    raise ValueError(
+        f"train.tokenizer_path is empty and train.init_from {cfg.init_from} is not a prunepi "
+        f"checkpoint carrying its own tokenizer (assets/<asset_id>/tokenizer.model): a "
+        f"sentencepiece model fitted on the task strings would give ids that index unrelated "
+        f"rows of its token embedding. Pass tokenizer_path: {PALIGEMMA_TOKENIZER}"
+    )
+
+
 def prepare_assets(
     cfg: TrainConfig, run: Path, model_cfg: Pi05Config, reuse: bool = True
 ) -> tuple[PolicyConfig, Path, Path]:
@@ -98,16 +128,20 @@ def prepare_assets(
     assets = run / "assets" / cfg.asset_id
     if not reuse:
         shutil.rmtree(assets, ignore_errors=True)
+    tok_path = assets / policy_cfg.tokenizer_file
+    # Decided before the (slow) norm stats, so a refused tokenizer fails at once.
+    tok_source = None if tok_path.is_file() else tokenizer_source(cfg)
     stats_path = assets / "norm_stats.json"
     if not stats_path.is_file():
         save_norm_stats(compute_norm_stats(data), stats_path)
-    tok_path = assets / policy_cfg.tokenizer_file
     if not tok_path.is_file():
         assets.mkdir(parents=True, exist_ok=True)
-        if cfg.tokenizer_path:
-            shutil.copyfile(cfg.tokenizer_path, tok_path)
+        if tok_source is not None:
+            shutil.copyfile(tok_source, tok_path)
         else:
             train_sentencepiece(task_strings(data), tok_path, model_cfg.vocab_size)
+    if cfg.init_from:  # its embedding rows, from the safetensors header
+        check_tokenizer_fits(tok_source or tok_path, init_weights(Path(cfg.init_from)))
     vocab = PromptTokenizer(tok_path, model_cfg.max_token_len).vocab_size
     if vocab > model_cfg.vocab_size:
         raise ValueError(
@@ -140,18 +174,6 @@ def prepare_resume(cfg: TrainConfig, run: Path, model_cfg: Pi05Config) -> dict[s
     if changed:
         print(f"[train] resume: {changed} changed since the checkpoint: the data order differs")
     return {"path": str(folder), "step": state["step"]}
-
-
-def connect_ray(cfg: TrainConfig) -> bool:
-    """Connect to the cluster (job / RAY_ADDRESS) or start a local Ray; True if we own it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address="auto", log_to_driver=True)
-        return True  # our connection (the cluster itself lives on)
-    return env.init_local_ray(num_cpus=cfg.ray_num_cpus)
 
 
 def use_gpu(cfg: TrainConfig) -> bool:
@@ -222,7 +244,7 @@ def run_train(cfg: TrainConfig) -> Path:
 
     from services.train.worker import train_loop_per_worker
 
-    owned = connect_ray(cfg)
+    owned = env.connect_ray(cfg.address, num_cpus=cfg.ray_num_cpus)
     try:
         gpu = use_gpu(cfg)
         trainer = TorchTrainer(

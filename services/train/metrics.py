@@ -1,6 +1,6 @@
 """Metric logging: cross-rank averaging, RUN/metrics.jsonl, wandb.
 
-Names are the contract of architecture.md: `prune/*` (policies.pruning.METRIC_NAMES),
+Names are the contract of docs/architecture.md: `prune/*` (policies.pruning.METRIC_NAMES),
 `train/loss`, `train/lr`, `train/samples_per_s`, and `step` (optimizer steps done). The same
 dict goes to `ray.train.report`, to wandb and, one JSON object per logged step, to
 RUN/metrics.jsonl (rank 0 only, appended and flushed). A resumed run first drops the lines

@@ -34,6 +34,7 @@ from policies.pi05.checkpoint import MODEL_FILE, load_openpi_weights
 from policies.pi05.config import Pi05Config
 from policies.pi05.model import Pi05Model
 from policies.policy import PolicyConfig
+from prunepi.progress import Progress, say
 from services.train.config import TrainConfig
 from services.train.data import StepBatches, data_position, open_dataset
 from services.train.ema import EMA
@@ -66,17 +67,19 @@ def build_model(model_cfg: Pi05Config, cfg: TrainConfig) -> Pi05Model:
     model = Pi05Model(model_cfg)
     if cfg.init_from:
         path = Path(cfg.init_from)
-        load_openpi_weights(model, path / MODEL_FILE if path.is_dir() else path)
+        # An openpi checkpoint has no pruner weights: a learnable scorer starts fresh.
+        load_openpi_weights(model, path / MODEL_FILE if path.is_dir() else path, pruner="init")
     model.gradient_checkpointing = cfg.gradient_checkpointing
     return model
 
 
-def progress_line(metrics: dict[str, float], last_step: int) -> str:
+def progress_line(metrics: dict[str, float], progress: Progress) -> str:
     """One terse line for the terminal every ten log periods (the full set is in
-    RUN/metrics.jsonl and wandb)."""
+    RUN/metrics.jsonl and wandb): steps, loss, kept tokens, throughput, rate and ETA."""
     kept = metrics.get("prune/kept_tokens_overall_mean")
     return (
-        f"[train] step {metrics['step']}/{last_step}  loss {metrics['train/loss']:.4f}  "
+        f"[train] {progress.line(int(metrics['step']))}  "
+        f"loss {metrics['train/loss']:.4f}  "
         + (f"kept {kept:.1f}  " if kept is not None else "")
         + f"{metrics['train/samples_per_s']:.0f} samples/s"
     )
@@ -112,7 +115,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             folder = max(candidates, key=lambda p: read_state_json(p)["step"])
             start_step = load_train_checkpoint(folder, model, opt, ema)["step"]
             if rank == 0:
-                print(f"[train] resuming from {folder} at step {start_step}", flush=True)
+                say(f"[train] resuming from {folder} at step {start_step}")
 
     ddp = world > 1
     net = (
@@ -152,6 +155,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     stepper = Stepper(cfg, model, net, opt, ema, rank, device)
     acc: dict[str, float] = defaultdict(float)
     n_acc, t_acc = 0, 0.0
+    progress = Progress(cfg.last_step, "steps", done0=start_step)
     batch_iter = iter(loader)
     for global_step in range(start_step, cfg.last_step):
         step = global_step + 1
@@ -207,7 +211,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             log.write(metrics)
             wb.log(metrics, step=step)
             if step % (10 * cfg.log_every) == 0 or step == cfg.last_step:
-                print(progress_line(metrics, cfg.last_step), flush=True)
+                say(progress_line(metrics, progress))
         # Every rank reports (it is a barrier); rank 0 hands Ray the checkpoint it already
         # wrote inside the run folder, so Ray registers it without copying (NO_UPLOAD).
         ray.train.report(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,9 +22,7 @@ from policies.pi05.checkpoint import (
 from policies.pi05.config import from_openpi_fixture_config, tiny
 from policies.pi05.model import Pi05Model
 from prunepi.quickstart import random_observation
-
-FIXTURE = Path(__file__).resolve().parents[3] / "shared/fixtures/openpi_pi05_tiny_a"
-KEYS_TXT = FIXTURE.parent / "openpi_pi05_keys.txt"
+from tests.fixtures import openpi_fixture_dir, openpi_keys_txt
 
 
 def test_saved_layout_is_openpis(tmp_path):
@@ -39,15 +36,13 @@ def test_saved_layout_is_openpis(tmp_path):
     assert keys == own | {LM_HEAD_KEY, EXPERT_LM_HEAD_KEY}
 
 
-@pytest.mark.skipif(not FIXTURE.is_dir(), reason="shared fixture missing")
 def test_fixture_keys_equal_ours():
-    meta = json.loads((FIXTURE / "config.json").read_text())
+    meta = json.loads((openpi_fixture_dir() / "config.json").read_text())
     model = Pi05Model(from_openpi_fixture_config(meta))
     ours = set(model.state_dict()) - {EMBED_KEY} | {LM_HEAD_KEY, EXPERT_LM_HEAD_KEY}
     assert ours == set(meta["keys"])
 
 
-@pytest.mark.skipif(not KEYS_TXT.is_file(), reason="shared key list missing")
 def test_pi05_key_list_matches_openpi():
     """Every state-dict key of openpi's full-size π0.5 (with shapes) is one of ours."""
     from policies.pi05.config import pi05
@@ -56,7 +51,7 @@ def test_pi05_key_list_matches_openpi():
         model = Pi05Model(pi05())
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     ref = {}
-    for line in KEYS_TXT.read_text().splitlines():
+    for line in openpi_keys_txt().read_text().splitlines():
         parts = line.split(" ", 1)
         if len(parts) == 2 and parts[0].startswith(("paligemma", "action", "time")):
             ref[parts[0]] = tuple(

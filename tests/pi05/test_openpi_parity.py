@@ -1,7 +1,7 @@
 """Numeric parity with the real openpi `PI0Pytorch` (pi05) on a stored fixture.
 
-The fixture folder comes from `PRUNEPI_OPENPI_FIXTURE` (default:
-../shared/fixtures/openpi_pi05_tiny_a) and every size from its config.json, so any fixture
+The fixture folder comes from `PRUNEPI_OPENPI_FIXTURE` (default: the committed
+tests/fixtures/openpi_pi05_tiny_a) and every size from its config.json, so any fixture
 of that format (other sizes, batch, horizon, camera masks, prompt lengths) is checked the
 same way. Tolerances come from the fixture's `suggested_tolerance`.
 """
@@ -9,8 +9,6 @@ same way. Tolerances come from the fixture's `suggested_tolerance`.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,23 +17,20 @@ from safetensors.torch import load_file
 from policies.pi05.checkpoint import load_openpi_weights
 from policies.pi05.config import from_openpi_fixture_config
 from policies.pi05.model import Observation, Pi05Model
+from tests.fixtures import openpi_fixture_dir
 
 pytestmark = pytest.mark.openpi_parity
-
-DEFAULT = Path(__file__).resolve().parents[3] / "shared/fixtures/openpi_pi05_tiny_a"
-FIXTURE = Path(os.environ.get("PRUNEPI_OPENPI_FIXTURE", DEFAULT))
 
 
 @pytest.fixture(scope="module")
 def fx():
-    if not (FIXTURE / "config.json").is_file():
-        pytest.fail(f"openpi fixture not found at {FIXTURE} (set PRUNEPI_OPENPI_FIXTURE)")
-    meta = json.loads((FIXTURE / "config.json").read_text())
+    folder = openpi_fixture_dir()  # fails naming the path when absent, never skips
+    meta = json.loads((folder / "config.json").read_text())
     torch.manual_seed(0)
     model = Pi05Model(from_openpi_fixture_config(meta)).eval()
-    load_openpi_weights(model, FIXTURE / "model.safetensors")
-    inputs = load_file(FIXTURE / "inputs.safetensors")
-    outputs = load_file(FIXTURE / "outputs.safetensors")
+    load_openpi_weights(model, folder / "model.safetensors")
+    inputs = load_file(folder / "inputs.safetensors")
+    outputs = load_file(folder / "outputs.safetensors")
     return meta, model, inputs, outputs
 
 

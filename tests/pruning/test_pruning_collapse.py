@@ -1,4 +1,4 @@
-"""The collapse of problem.md §4, reproduced on synthetic embeddings, and which scorers escape.
+"""The collapse of docs/problem.md §4 reproduced on synthetic embeddings, and which scorers escape.
 
 Run with `-s` to see the table (also: `python -m policies.pruning.synthetic`).
 """
@@ -40,7 +40,7 @@ def test_synthetic_statistics_match_the_user_log(table):
     b = make_embeddings(batch=4, width=64, seed=0)
     assert b.patches.shape == (4, 768, 64) and b.task.shape == (4, 200, 64)
     assert b.task_mask.sum(1).tolist() == [87] * 4 and b.patch_valid.all()
-    m = table["lightvla"]  # D = 2048, user's log in the comments (problem.md §4)
+    m = table["lightvla"]  # D = 2048, user's log in the comments (docs/problem.md §4)
     assert m["task_valid_len"] == 87
     assert m["patches_std"] == pytest.approx(0.209, abs=0.03)  # user: 0.209
     assert m["task_std"] == pytest.approx(0.296, abs=0.03)  # user: 0.296

@@ -21,7 +21,7 @@ def test_none_and_constant():
 def test_linear_is_lightvla_one_minus_step_over_total():
     s = sched("linear", scale=1.0, total_steps=40000)
     assert s.scale(0) == 1.0
-    assert s.scale(20600) == pytest.approx(1 - 20600 / 40000)  # problem.md §4: ~0.485
+    assert s.scale(20600) == pytest.approx(1 - 20600 / 40000)  # docs/problem.md §4: ~0.485
     assert s.scale(40000) == 0.0
     assert s.scale(50000) == 0.0  # held after total_steps
     s = sched("linear", scale=2.0, total_steps=100, final_scale=0.5)

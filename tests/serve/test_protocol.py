@@ -11,7 +11,7 @@ from openpi_client import msgpack_numpy
 
 from services.serve import protocol
 from services.serve.config import ServeConfig
-from tests.serve.conftest import make_observation
+from tests.serve.conftest import make_observation, make_tiny_checkpoint
 
 MAX = 1 << 20
 
@@ -76,8 +76,10 @@ def test_json_observation_types():
 
 def test_serve_config_validation(tmp_path):
     with pytest.raises(ValueError, match="checkpoint must be a checkpoint folder"):
+        ServeConfig(checkpoint=str(tmp_path / "absent")).validate()
+    with pytest.raises(ValueError, match="has no model.safetensors"):
         ServeConfig(checkpoint=str(tmp_path)).validate()
-    (tmp_path / "config.json").write_text("{}")
+    tmp_path = make_tiny_checkpoint(tmp_path / "ckpt")  # a whole prunepi checkpoint
     ServeConfig(checkpoint=str(tmp_path)).validate()
     with pytest.raises(ValueError, match="max_batch_size must be positive, got 0"):
         ServeConfig(checkpoint=str(tmp_path), max_batch_size=0).validate()

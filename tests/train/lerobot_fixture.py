@@ -1,6 +1,6 @@
 """A tiny LeRobot-layout dataset with a learnable signal, written from scratch.
 
-Layout (references.md "Data conventions", LIBERO's features): meta/info.json,
+Layout (docs/references.md "Data conventions", LIBERO's features): meta/info.json,
 meta/episodes.jsonl, meta/tasks.jsonl, data/chunk-000/episode_XXXXXX.parquet with columns
 image / wrist_image ({"bytes": png, "path": None}), state (8), actions (7), timestamp,
 frame_index, episode_index, index, task_index.

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 
 import pytest
-import tyro
 
 from policies.pruning.config import NoiseScheduleConfig, PrunerConfig
+from prunepi import cli
 from services.train import TRAIN_PRESETS, TrainConfig
 from services.train.driver import model_config
 from services.train.lr import lr_at
@@ -81,14 +82,13 @@ def test_dict_roundtrip_and_cli():
         data="d", pruning=PrunerConfig(enabled=True, noise=NoiseScheduleConfig("cosine"))
     )
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
-    parsed = tyro.cli(
-        TrainConfig,
-        args=[
+    parsed = cli.parse(
+        "train",
+        [
             "--preset", "tiny", "--data", "DATA", "--out", "RUN", "--steps", "7",
-            "--workers", "2", "--resume", "True", "--pruning.enabled", "True",
+            "--workers", "2", "--resume", "--pruning.enabled",
             "--pruning.noise.kind", "constant",
         ],
-        config=(tyro.conf.FlagConversionOff,),
     )  # fmt: skip
     assert (parsed.data, parsed.out, parsed.steps, parsed.workers, parsed.resume) == (
         "DATA",
@@ -118,9 +118,33 @@ def test_lr_schedule_matches_openpi():
 
 
 def test_progress_line_is_terse_and_names_kept_tokens_only_when_pruning():
+    from prunepi.progress import Progress
     from services.train.worker import progress_line
 
     m = {"step": 250, "train/loss": 0.1012, "train/samples_per_s": 121.4}
-    assert progress_line(m, 2000) == "[train] step 250/2000  loss 0.1012  121 samples/s"
+    p = Progress(2000, "steps", done0=50, start=time.monotonic() - 100.0)  # 2 steps/s
+    line = progress_line(m, p)
+    assert line.startswith("[train] 250/2000 steps  2.00 steps/s  elapsed 1m40s  ETA 14m35s")
+    assert line.endswith("loss 0.1012  121 samples/s") and "kept" not in line
     m["prune/kept_tokens_overall_mean"] = 16.0
-    assert "kept 16.0" in progress_line(m, 2000)
+    assert "kept 16.0" in progress_line(m, p)
+
+
+def test_python_m_services_train_parses_flags_as_prunepi_train():
+    """`ray job submit -- python -m services.train ...` and `prunepi train ...` are one parser:
+    the same help text but for the program name."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    bin_dir = Path(sys.executable).parent
+
+    def usage(cmd: list[str], prog: str) -> str:
+        out = subprocess.run(cmd + ["--help"], capture_output=True, text=True, cwd=repo)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.replace(prog, "PROG")
+
+    a = usage([sys.executable, "-m", "services.train"], "python -m services.train")
+    b = usage([str(bin_dir / "prunepi"), "train"], "prunepi train")
+    assert "--resume, --no-resume" in a and a == b

@@ -1,0 +1,16 @@
+"""The CLI shows our INFO lines (rollout's per-episode progress) and nothing twice."""
+
+from __future__ import annotations
+
+import logging
+
+from prunepi import cli
+
+
+def test_configure_logging_shows_our_info_lines_once(capfd):
+    cli.configure_logging()
+    cli.configure_logging()  # idempotent: a second call adds no second handler
+    logging.getLogger("services.rollout.driver").info("[rollout] 1/2 episodes")
+    logging.getLogger("ray.some.module").info("not ours")
+    err = capfd.readouterr().err
+    assert err.splitlines() == ["[rollout] 1/2 episodes"]
