@@ -274,3 +274,19 @@ def test_bf16_with_gradient_checkpointing_trains_and_checkpoints(tiny_lerobot, t
     load_train_checkpoint(ckpt, fresh.model, fresh.opt, fresh.ema)
     for (n, p), (_, q) in zip(t.model.named_parameters(), fresh.model.named_parameters()):
         assert p.dtype == q.dtype and torch.equal(p, q), n
+
+
+def test_export_policy_drops_train_state_and_loads(tmp_path):
+    """models/reference/ is a run's last checkpoint without its optimizer state."""
+    from services.train.export import export_policy
+
+    run = tmp_path / "run"
+    for step in (1, 2):
+        folder = run / "checkpoints" / str(step)
+        folder.mkdir(parents=True)
+        (folder / "marker").write_text(str(step))
+    (run / "checkpoints" / "2" / STATE_FILE).write_bytes(b"optimizer")
+    dest = export_policy(run, tmp_path / "models" / "ref")
+    assert (dest / "marker").read_text() == "2" and not (dest / STATE_FILE).exists()
+    with pytest.raises(FileNotFoundError, match="has no checkpoint"):
+        export_policy(tmp_path / "empty", tmp_path / "x")
