@@ -14,6 +14,7 @@ from envs.registration import (  # noqa: E402
     make,
     register_all,
     suite_max_steps,
+    suite_num_init_states,
     suite_tasks,
 )
 from envs.suites import MAX_STEPS, SUITES, all_env_ids, get_task  # noqa: E402
@@ -33,5 +34,6 @@ __all__ = [
     "make",
     "register_all",
     "suite_max_steps",
+    "suite_num_init_states",
     "suite_tasks",
 ]

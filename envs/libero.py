@@ -71,6 +71,10 @@ LIBERO_MAX_STEPS: MappingProxyType[str, int] = MappingProxyType(
 NUM_WARMUP_STEPS = 10  # openpi `num_steps_wait`: no-ops while the dropped objects settle
 NOOP_ACTION = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)  # openpi LIBERO_DUMMY_ACTION (gripper open)
 DEFAULT_SEED = 7  # openpi `Args.seed`
+# LIBERO's init files hold 50 states per task (`get_task_init_states`); openpi's main.py runs
+# `num_trials_per_task = 50` episodes, episode k from state k. `num_init_states` reads the
+# real count from the files once LIBERO is installed; this is the count known without it.
+NUM_INIT_STATES = 50
 CONTROL_HZ = 20  # LIBERO's ControlEnv control_freq
 AGENT_CAMERA, WRIST_CAMERA = "agentview_image", "robot0_eye_in_hand_image"
 # (m, rad, m): positions are world coordinates near the table, robosuite's axis-angle has an

@@ -54,6 +54,15 @@ def suite_max_steps(suite: str) -> int:
     return MAX_STEPS[suite]
 
 
+def suite_num_init_states(suite: str) -> int:
+    """Fixed initial states per task: ours (envs.suites.NUM_INIT_STATES), or LIBERO's 50."""
+    if suite in _libero_suites():
+        from envs.libero import NUM_INIT_STATES as LIBERO_NUM_INIT_STATES
+
+        return LIBERO_NUM_INIT_STATES
+    return min(get_task(suite, t).num_init_states for t in suite_tasks(suite))
+
+
 def check_task(suite: str, task_id: int) -> None:
     """Raise naming the bad field and value (needs no LIBERO install)."""
     if suite in _libero_suites():

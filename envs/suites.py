@@ -15,7 +15,12 @@ from envs.objects import BLUE, GREEN, RED, YELLOW, ObjectSpec, block, bowl, plat
 from envs.tasks import Goal, SpatialRef, TaskSpec
 
 MAX_STEPS: dict[str, int] = {"spatial": 120, "object": 150, "goal": 160, "long": 280}
-NUM_INIT_STATES = 50  # per task, like LIBERO's init files
+# Fixed initial states per task. LIBERO ships 50 per task (its init files; openpi's
+# examples/libero/main.py runs episode k from state k); we keep 200 so disjoint blocks of 50
+# exist: states 0-49 for reports, 100-149 for selection (services/rollout/config.py
+# REPORT_BLOCK / SELECTION_BLOCK). envs/layouts.py draws state k from its own seed, so the
+# first 50 are the same as when there were only 50.
+NUM_INIT_STATES = 200
 
 # --- spatial: three identical blocks; which one is named by where it is -------------------
 _SPATIAL_BLOCKS = ("block_a", "block_b", "block_c")

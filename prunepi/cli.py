@@ -4,6 +4,7 @@
     prunepi train   --preset tiny --data data/demos --out runs/train --workers 2
     prunepi serve   --checkpoint runs/train/checkpoints/200
     prunepi rollout --checkpoint runs/train/checkpoints/200 --suite spatial --out r.json
+    prunepi curve   --checkpoint runs/train/checkpoints/200 --suite goal --out-dir runs/curve
     prunepi tune    --data data/demos --trials 8 --out runs/tune
     prunepi demo
 
@@ -51,6 +52,12 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "RolloutConfig",
         "run_rollout",
         "closed-loop rollouts on Ray actors: success and kept tokens",
+    ),
+    "curve": (
+        "services.curve",
+        "CurveConfig",
+        "run_curve",
+        "kept tokens against success: rollouts of training-free and trained selectors",
     ),
     "tune": (
         "tune.driver",

@@ -19,6 +19,7 @@ from typing import Any
 
 from policies.pruning.config import PrunerConfig
 from prunepi import env
+from services.rollout.config import REPORT_BLOCK, RolloutConfig, check_init_block
 
 
 def _demo_pruner() -> PrunerConfig:
@@ -72,6 +73,7 @@ class DemoConfig:
         if not self.pruning.enabled:
             raise ValueError(f"pruning.enabled must be True for the demo, got {self.pruning}")
         env.check_address("address", self.address)
+        check_init_block(self.suite, REPORT_BLOCK, self.episodes_per_task)
 
 
 def _stage(name: str, t0: float) -> None:
@@ -132,13 +134,30 @@ def train(cfg: DemoConfig, data: Path, out: Path) -> Path:
     return ckpt
 
 
+def rollout_config(cfg: DemoConfig, ws_url: str, results: Path, cpus: float) -> RolloutConfig:
+    """One variant's rollout: on the report block of initial states, never Tune's selection
+    block (services/rollout/config.py REPORT_BLOCK), on `cpus` Ray CPUs in all."""
+    return RolloutConfig(
+        policy=ws_url,
+        suite=cfg.suite,
+        episodes_per_task=cfg.episodes_per_task,
+        init_state_start=REPORT_BLOCK,
+        out=str(results),
+        num_workers=cfg.rollout_workers,
+        num_cpus_per_worker=cpus / cfg.rollout_workers,
+        max_steps=cfg.max_steps,
+        image_size=cfg.image_size,
+        init_spread=cfg.init_spread,
+    )
+
+
 def evaluate(cfg: DemoConfig, checkpoint: Path, out: Path) -> dict[str, Any]:
     """Serve the checkpoint twice on one Serve, pruner on ("/pruned") and off ("/unpruned"),
     and roll each out through openpi-client."""
     import logging
     import socket
 
-    from services.rollout import RolloutConfig, run_rollout
+    from services.rollout import run_rollout
     from services.serve import ServeConfig, start_serve
 
     # Serve's driver-side INFO lines (app ready, "connecting to existing Serve") would bury
@@ -168,17 +187,7 @@ def evaluate(cfg: DemoConfig, checkpoint: Path, out: Path) -> dict[str, Any]:
         for name, handle in handles.items():
             print(f"[demo] rolling out the {name} policy at {handle.ws_url}", flush=True)
             results[name] = run_rollout(
-                RolloutConfig(
-                    policy=handle.ws_url,
-                    suite=cfg.suite,
-                    episodes_per_task=cfg.episodes_per_task,
-                    out=str(out / "rollouts" / f"{name}.json"),
-                    num_workers=cfg.rollout_workers,
-                    num_cpus_per_worker=share / cfg.rollout_workers,
-                    max_steps=cfg.max_steps,
-                    image_size=cfg.image_size,
-                    init_spread=cfg.init_spread,
-                )
+                rollout_config(cfg, handle.ws_url, out / "rollouts" / f"{name}.json", share)
             )
     finally:
         for handle in reversed(list(handles.values())):  # the first one started Serve
@@ -187,24 +196,36 @@ def evaluate(cfg: DemoConfig, checkpoint: Path, out: Path) -> dict[str, Any]:
 
 
 def side_by_side(results: dict[str, Any]) -> str:
+    """Per task, each variant's `rate [95% CI] n=N` and kept tokens (format_success)."""
+    from services.rollout.driver import format_success
+
     p, u = results["pruned"], results["unpruned"]
     rows = [
-        f"{'task':<70} {'pruned: success':>15} {'kept':>6} | {'unpruned: success':>17} {'kept':>6}"
+        f"{'task':<56} {'pruned: success':>25} {'kept':>6} | {'unpruned: success':>25} {'kept':>6}"
     ]
     for task in p["tasks"]:
         a, b = p["tasks"][task], u["tasks"][task]
         rows.append(
-            f"{task[:70]:<70} {a['success_rate']:>15.2f} {a['kept_tokens_mean']:>6.1f} | "
-            f"{b['success_rate']:>17.2f} {b['kept_tokens_mean']:>6.1f}"
+            f"{task[:56]:<56} {format_success(a):>25} {a['kept_tokens_mean']:>6.1f} | "
+            f"{format_success(b):>25} {b['kept_tokens_mean']:>6.1f}"
         )
     rows.append(
-        f"{'all':<70} {p['success_rate']:>15.2f} {p['kept_tokens_mean']:>6.1f} | "
-        f"{u['success_rate']:>17.2f} {u['kept_tokens_mean']:>6.1f}   (of {p['total_tokens']})"
+        f"{'all':<56} {format_success(p):>25} {p['kept_tokens_mean']:>6.1f} | "
+        f"{format_success(u):>25} {u['kept_tokens_mean']:>6.1f}   (of {p['total_tokens']})"
     )
     return "\n".join(rows)
 
 
+def _yerr(rows: list[dict[str, Any]]) -> list[list[float]]:
+    """matplotlib's asymmetric error bars [[below...], [above...]] from the Wilson intervals."""
+    return [
+        [r["success_rate"] - r["success_ci95"][0] for r in rows],
+        [r["success_ci95"][1] - r["success_rate"] for r in rows],
+    ]
+
+
 def plot(results: dict[str, Any], path: Path) -> Path:
+    """Success against kept tokens, each point with its 95 % Wilson interval as error bar."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -212,21 +233,24 @@ def plot(results: dict[str, Any], path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     p, u = results["pruned"], results["unpruned"]
+    bar = dict(capsize=3, elinewidth=1)
     for i, task in enumerate(p["tasks"]):
         a, b = p["tasks"][task], u["tasks"][task]
         xs = [a["kept_tokens_mean"], b["kept_tokens_mean"]]
         ys = [a["success_rate"], b["success_rate"]]
         ax.plot(xs, ys, "-", color=f"C{i}", alpha=0.5)
-        ax.plot(xs[0], ys[0], "o", color=f"C{i}", label=task[:48])
-        ax.plot(xs[1], ys[1], "s", color=f"C{i}", mfc="none")
-    ax.plot(p["kept_tokens_mean"], p["success_rate"], "k*", ms=14, label="all tasks, pruned")
-    ax.plot(
-        u["kept_tokens_mean"], u["success_rate"], "k*", ms=14, mfc="none", label="all, unpruned"
-    )
+        ax.errorbar(xs[0], ys[0], _yerr([a]), fmt="o", color=f"C{i}", label=task[:48], **bar)
+        ax.errorbar(xs[1], ys[1], _yerr([b]), fmt="s", color=f"C{i}", mfc="none", **bar)
+    for r, mfc, label in ((p, "k", "all tasks, pruned"), (u, "none", "all, unpruned")):
+        x, y = r["kept_tokens_mean"], r["success_rate"]
+        ax.errorbar(x, y, _yerr([r]), fmt="k*", ms=14, mfc=mfc, label=label, **bar)
+    block = p["init_states"]
     ax.set_xlabel(f"visual tokens kept (of {p['total_tokens']})")
-    ax.set_ylabel("success rate")
+    ax.set_ylabel("success rate (bars: 95 % Wilson interval)")
     ax.set_ylim(-0.05, 1.05)
-    ax.set_title("pruned (filled) vs the same policy unpruned (open)")
+    ax.set_title(
+        f"pruned (filled) vs the same policy unpruned (open), {block['count']} episodes per task"
+    )
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -93,6 +93,11 @@ class TuneConfig:
         if self.gpus_per_worker < 0:
             raise bad("gpus_per_worker", ">= 0")
         check_address("tune.address", self.address)
+        # Trials roll out on the selection block of initial states (tune/trial.py), which
+        # must exist in the suite: ours have 200 per task, real LIBERO only its 50.
+        from services.rollout.config import SELECTION_BLOCK, check_init_block
+
+        check_init_block(self.suite, SELECTION_BLOCK, self.episodes_per_task, "SELECTION_BLOCK")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -23,10 +23,15 @@ from tune.config import TuneConfig
 from tune.objective import pareto_front
 from tune.progress import TrialProgress
 from tune.space import ABLATION, DEFAULTS, ablation_space, pbt_mutations, search_space, trial_params
+from tune.success import success_text, success_yerr
 from tune.trial import run_trial, train_config
 
 RESULT_KEYS = (
     "success_rate",
+    "successes",
+    "episodes",
+    "success_ci95_low",
+    "success_ci95_high",
     "kept_tokens_mean",
     "kept_ratio",
     "score",
@@ -133,11 +138,14 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
     front = pareto_front(rows)
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter(
+    ax.errorbar(
         [r["kept_tokens_mean"] for r in rows],
         [r["success_rate"] for r in rows],
-        c="tab:blue",
-        label="trials",
+        yerr=success_yerr(rows),
+        fmt="o",
+        color="tab:blue",
+        capsize=3,
+        label="trials (bars: 95 % Wilson interval)",
     )
     ax.plot(
         [r["kept_tokens_mean"] for r in front],
@@ -211,11 +219,11 @@ def run_tune(cfg: TuneConfig) -> dict[str, Any]:
 def _print(rows: list[dict[str, Any]]) -> None:
     print(
         f"{'trial':<28} {'scorer':<9} {'schedule':<9} {'budget':<11} "
-        f"{'success':>7} {'kept':>7} {'score':>6}"
+        f"{'success [95% CI] n':>25} {'kept':>7} {'score':>6}"
     )
     for r in rows:
         name = r.get("variant") or r["trial_id"]
         print(
             f"{name[:28]:<28} {r['scorer']:<9} {r['schedule']:<9} {r['budget']:<11} "
-            f"{r['success_rate']:>7.2f} {r['kept_tokens_mean']:>7.1f} {r['score']:>6.3f}"
+            f"{success_text(r):>25} {r['kept_tokens_mean']:>7.1f} {r['score']:>6.3f}"
         )

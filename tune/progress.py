@@ -13,6 +13,14 @@ from ray.tune import Callback
 from prunepi.progress import Progress, say
 
 
+def _interval(result: dict[str, Any]) -> str:
+    """` [0.21, 0.94] n=3`: the rate's 95 % Wilson interval (tune/trial.py), when reported."""
+    lo, hi = result.get("success_ci95_low"), result.get("success_ci95_high")
+    if lo is None or hi is None:
+        return ""
+    return f" [{lo:.2f}, {hi:.2f}] n={result.get('episodes')}"
+
+
 class TrialProgress(Callback):
     """Counts completed and errored trials against `total` (a Tune `Callback` hook set)."""
 
@@ -24,7 +32,7 @@ class TrialProgress(Callback):
         self.done += 1
         result = trial.last_result or {}
         metrics = "  ".join(
-            f"{k} {result[k]:.3g}"
+            f"{k} {result[k]:.3g}{_interval(result) if k == 'success_rate' else ''}"
             for k in ("success_rate", "kept_tokens_mean", "score")
             if isinstance(result.get(k), int | float)
         )

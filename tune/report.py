@@ -12,8 +12,10 @@ from typing import Any
 
 import torch
 
+from services.rollout.config import SELECTION_BLOCK
 from tune.config import TuneConfig
 from tune.space import ABLATION
+from tune.success import success_text
 
 
 def _machine() -> str:
@@ -36,11 +38,13 @@ def write_ablation_report(cfg: TuneConfig, rows: list[dict[str, Any]], out: Path
         f"machine: {_machine()}.",
         f"Each variant fine-tunes the `{cfg.preset}` π0.5 from scratch for {cfg.steps} steps "
         f"(seed {cfg.seed}) on `{cfg.data}`, then is rolled out on suite `{cfg.suite}` "
-        f"({cfg.episodes_per_task} episodes per task, fixed initial states) with eval-mode "
-        "pruning. Kept tokens are per inference, of all pooled patch slots "
-        "(the masked third camera's slots are never kept).",
+        f"({cfg.episodes_per_task} episodes per task from the selection block of fixed initial "
+        f"states, {SELECTION_BLOCK}-{SELECTION_BLOCK + cfg.episodes_per_task - 1}) with "
+        "eval-mode pruning. Success is the rate over all rolled-out episodes, its 95 % Wilson "
+        "interval and the episode count n. Kept tokens are per inference, of all pooled patch "
+        "slots (the masked third camera's slots are never kept).",
         "",
-        "| variant | scorer | noise | budget | success | kept tokens | kept ratio | "
+        "| variant | scorer | noise | budget | success [95% CI] n | kept tokens | kept ratio | "
         "train union (late) | train queries std | final loss |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -51,7 +55,7 @@ def write_ablation_report(cfg: TuneConfig, rows: list[dict[str, Any]], out: Path
             continue
         noise = r["schedule"] + ("" if r["schedule"] in ("none",) else f" {r['noise_scale']:g}")
         lines.append(
-            f"| {name} | {r['scorer']} | {noise} | {r['budget']} | {r['success_rate']:.2f} | "
+            f"| {name} | {r['scorer']} | {noise} | {r['budget']} | {success_text(r)} | "
             f"{r['kept_tokens_mean']:.1f} | {r['kept_ratio']:.3f} | "
             f"{_f(r['train_argmax_union'])} | {_f(r['train_queries_std'])} | "
             f"{_f(r['train_loss'])} |"

@@ -4,9 +4,10 @@ Ray's recommended Train-inside-Tune pattern (Ray Train V2 user guide, "Hyperpara
 Tuning with Ray Tune"): the trial function is a light driver that launches a Ray Train run
 (`services.train.run_train` -> `TorchTrainer`) and reports to Tune. We train in `rungs`
 segments (`stop_after`, then `resume`) over ONE schedule spanning all `steps`; after each
-segment the newest checkpoint is rolled out on the suite and the trial reports success
-and kept tokens. Tune's scheduler can stop a trial after any rung (early stopping on
-intermediate results), and PBT can hand a trial another trial's checkpoint.
+segment the newest checkpoint is rolled out on the suite's selection block of initial
+states (never the report block, services/rollout/config.py) and the trial reports success
+with its Wilson interval and kept tokens. Tune's scheduler can stop a trial after any rung
+(early stopping on intermediate results), and PBT can hand a trial another trial's checkpoint.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from envs.dataset import dataset_init_spread
-from services.rollout.config import RolloutConfig
+from services.rollout.config import SELECTION_BLOCK, RolloutConfig
 from services.rollout.driver import run_rollout
 from services.train.config import TrainConfig
 from services.train.driver import run_train
@@ -56,6 +57,39 @@ def train_config(cfg: TuneConfig, params: dict[str, Any], run: Path, stop: int) 
         wandb_mode="disabled",  # a trial's metrics go to RUN/metrics.jsonl and to Tune
         keep_checkpoints=2,
     )
+
+
+def rollout_config(
+    cfg: TuneConfig, ckpt: Path, results: Path, init_spread: float | None
+) -> RolloutConfig:
+    """A rung's rollout, on the selection block of initial states: the states the search
+    chooses on are never the ones reports quote (services/rollout/config.py)."""
+    return RolloutConfig(
+        checkpoint=str(ckpt),
+        suite=cfg.suite,
+        tasks=cfg.rollout_tasks,
+        episodes_per_task=cfg.episodes_per_task,
+        init_state_start=SELECTION_BLOCK,
+        out=str(results),
+        num_workers=cfg.rollout_workers,
+        num_cpus_per_worker=cfg.cpus_per_train_worker,  # training is done by now
+        max_steps=cfg.max_rollout_steps,
+        image_size=cfg.image_size,
+        seed=7,
+        init_spread=init_spread,
+    )
+
+
+def success_metrics(results: dict[str, Any]) -> dict[str, Any]:
+    """Overall success of a RESULTS dict with its 95 % Wilson interval, as flat Tune metrics."""
+    lo, hi = results["success_ci95"]
+    return {
+        "success_rate": results["success_rate"],
+        "successes": results["successes"],
+        "episodes": results["episodes"],
+        "success_ci95_low": lo,
+        "success_ci95_high": hi,
+    }
 
 
 def last_metrics(run: Path) -> dict[str, float]:
@@ -99,25 +133,11 @@ def run_trial(config: dict[str, Any], tune_cfg: dict[str, Any]) -> None:
             continue
         run_train(train_config(cfg, params, run, stop))
         ckpt = run / "checkpoints" / str(stop)
-        results = run_rollout(
-            RolloutConfig(
-                checkpoint=str(ckpt),
-                suite=cfg.suite,
-                tasks=cfg.rollout_tasks,
-                episodes_per_task=cfg.episodes_per_task,
-                out=str(run / f"rollout_{stop}.json"),
-                num_workers=cfg.rollout_workers,
-                num_cpus_per_worker=cfg.cpus_per_train_worker,  # training is done by now
-                max_steps=cfg.max_rollout_steps,
-                image_size=cfg.image_size,
-                seed=7,
-                init_spread=init_spread,
-            )
-        )
+        results = run_rollout(rollout_config(cfg, ckpt, run / f"rollout_{stop}.json", init_spread))
         train = last_metrics(run)
         metrics = {
             "step": stop,
-            "success_rate": results["success_rate"],
+            **success_metrics(results),
             "kept_tokens_mean": results["kept_tokens_mean"],
             "total_tokens": results["total_tokens"],
             "kept_ratio": results["kept_tokens_mean"] / max(1, results["total_tokens"]),

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# nn.Linear and matmul with per-sample GEMMs at inference (batch-invariant actions)
+from policies.invariant import Linear, batched_matmul
 from policies.pi05.config import GemmaConfig, SiglipConfig
 
 # openpi `_prepare_attention_masks_4d`: masked logits get this additive value.
@@ -46,10 +48,10 @@ class SiglipAttention(nn.Module):
     def __init__(self, cfg: SiglipConfig):
         super().__init__()
         self.num_heads = cfg.num_heads
-        self.q_proj = nn.Linear(cfg.width, cfg.width)
-        self.k_proj = nn.Linear(cfg.width, cfg.width)
-        self.v_proj = nn.Linear(cfg.width, cfg.width)
-        self.out_proj = nn.Linear(cfg.width, cfg.width)
+        self.q_proj = Linear(cfg.width, cfg.width)
+        self.k_proj = Linear(cfg.width, cfg.width)
+        self.v_proj = Linear(cfg.width, cfg.width)
+        self.out_proj = Linear(cfg.width, cfg.width)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, P, W_v)
         B, P, W = x.shape
@@ -66,8 +68,8 @@ class SiglipAttention(nn.Module):
 class SiglipMLP(nn.Module):
     def __init__(self, cfg: SiglipConfig):
         super().__init__()
-        self.fc1 = nn.Linear(cfg.width, cfg.mlp_dim)
-        self.fc2 = nn.Linear(cfg.mlp_dim, cfg.width)
+        self.fc1 = Linear(cfg.width, cfg.mlp_dim)
+        self.fc2 = Linear(cfg.mlp_dim, cfg.width)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(gelu_tanh(self.fc1(x)))
@@ -117,7 +119,7 @@ class VisionTower(nn.Module):  # naming level `vision_tower.vision_model` of the
 class Projector(nn.Module):  # `multi_modal_projector.linear`
     def __init__(self, vision_width: int, width: int):
         super().__init__()
-        self.linear = nn.Linear(vision_width, width)
+        self.linear = Linear(vision_width, width)
 
 
 # ---------------------------------------------------------------------------------------
@@ -144,7 +146,7 @@ class GemmaRMSNorm(nn.Module):
             self.weight = nn.Parameter(torch.zeros(width))
             self.dense = None
         else:
-            self.dense = nn.Linear(cond_dim, 3 * width)
+            self.dense = Linear(cond_dim, 3 * width)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         normed = rms_normalize(x, self.eps)  # (B, S, D) fp32
@@ -159,9 +161,9 @@ class GemmaRMSNorm(nn.Module):
 class GemmaMLP(nn.Module):
     def __init__(self, cfg: GemmaConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.width, cfg.mlp_dim, bias=False)
-        self.up_proj = nn.Linear(cfg.width, cfg.mlp_dim, bias=False)
-        self.down_proj = nn.Linear(cfg.mlp_dim, cfg.width, bias=False)
+        self.gate_proj = Linear(cfg.width, cfg.mlp_dim, bias=False)
+        self.up_proj = Linear(cfg.width, cfg.mlp_dim, bias=False)
+        self.down_proj = Linear(cfg.mlp_dim, cfg.width, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.to(self.up_proj.weight.dtype)
@@ -178,10 +180,10 @@ class GemmaAttentionProj(nn.Module):
             cfg.num_kv_heads,
             cfg.head_dim,
         )
-        self.q_proj = nn.Linear(cfg.width, cfg.num_heads * cfg.head_dim, bias=False)
-        self.k_proj = nn.Linear(cfg.width, cfg.num_kv_heads * cfg.head_dim, bias=False)
-        self.v_proj = nn.Linear(cfg.width, cfg.num_kv_heads * cfg.head_dim, bias=False)
-        self.o_proj = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.width, bias=False)
+        self.q_proj = Linear(cfg.width, cfg.num_heads * cfg.head_dim, bias=False)
+        self.k_proj = Linear(cfg.width, cfg.num_kv_heads * cfg.head_dim, bias=False)
+        self.v_proj = Linear(cfg.width, cfg.num_kv_heads * cfg.head_dim, bias=False)
+        self.o_proj = Linear(cfg.num_heads * cfg.head_dim, cfg.width, bias=False)
 
     def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         B, S, _ = x.shape
@@ -246,10 +248,10 @@ def eager_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float)
     n_rep = q.shape[1] // k.shape[1]
     k = k.repeat_interleave(n_rep, dim=1)  # (B, h, Sk, hd)
     v = v.repeat_interleave(n_rep, dim=1)
-    logits = torch.matmul(q, k.transpose(2, 3)) * scale  # (B, h, Sq, Sk)
+    logits = batched_matmul(q, k.transpose(2, 3)) * scale  # (B, h, Sq, Sk)
     add = torch.where(mask[:, None], 0.0, MASK_VALUE)  # (B, 1, Sq, Sk) fp32
     probs = torch.softmax(logits + add, dim=-1, dtype=torch.float32).to(q.dtype)
-    y = torch.matmul(probs, v)  # (B, h, Sq, hd)
+    y = batched_matmul(probs, v)  # (B, h, Sq, hd)
     B, h, Sq, hd = y.shape
     return y.transpose(1, 2).reshape(B, Sq, h * hd)
 

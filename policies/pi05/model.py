@@ -30,6 +30,7 @@ from torch.utils.checkpoint import checkpoint
 from policies.pi05.config import Pi05Config
 from policies.pi05.layers import (
     GemmaModel,
+    Linear,
     Projector,
     VisionTower,
     apply_rope,
@@ -40,6 +41,7 @@ from policies.pi05.layers import (
     sinusoidal_time_embedding,
 )
 from policies.pruning.pruner import TokenPruner
+from policies.pruning.selection import padded_length
 
 # openpi `to_bfloat16_for_selected_params`: these stay fp32 when the model is bf16.
 FP32_KEEP = (
@@ -88,6 +90,53 @@ class Prefix:
     kept_tokens: Tensor  # (B,) long: patch tokens the prefix keeps (valid ones)
     total_tokens: int  # N_total patch slots before pruning
     metrics: dict[str, float] = field(default_factory=dict)  # prune/* telemetry
+    # Eval under pruning: (patch slots, prompt slots) of each sample's prefix embedded ALONE;
+    # the batch pads both to its largest. None: every sample has the batch's lengths.
+    own_lengths: Tensor | None = None  # (B, 2) long
+
+    def take(self, rows: Tensor, cols: Tensor) -> Prefix:
+        """The samples `rows` (R,), cut to the sequence columns `cols` (S,)."""
+        own = None if self.own_lengths is None else self.own_lengths[rows]
+        return Prefix(
+            embs=self.embs[rows][:, cols],
+            pad_masks=self.pad_masks[rows][:, cols],
+            att_masks=self.att_masks[rows][:, cols],
+            position_ids=self.position_ids[rows][:, cols],
+            next_position=self.next_position[rows],
+            kept_tokens=self.kept_tokens[rows],
+            total_tokens=self.total_tokens,
+            metrics=self.metrics,
+            own_lengths=own,
+        )
+
+
+def split_by_length(prefix: Prefix) -> list[tuple[Tensor | None, Prefix]]:
+    """Groups of samples with equal own lengths, each cut to exactly those lengths.
+
+    A sample's prefix is then the one it has alone, whatever its companions (the batch pads
+    to its longest prompt and largest kept count): every reduction over the sequence
+    (softmax sums, the probs @ V contraction, the GEMM row count) has the same length
+    alone and batched, so its actions are bitwise the same (tests/pi05/
+    test_batch_invariance.py). Cutting is exact: a sample's kept patches come first in its
+    patch slots and its valid prompt tokens first in its prompt slots, and position ids do
+    not depend on the padding after them. rows None: the whole batch, as it is.
+    """
+    own, B = prefix.own_lengths, prefix.embs.shape[0]
+    if own is None or B == 0:
+        return [(None, prefix)]
+    K = int(own[:, 0].max())  # the batch's patch slots; the prompt slots follow them
+    full = [K, int(own[:, 1].max())]
+    if sum(full) != prefix.embs.shape[1]:
+        raise RuntimeError(f"prefix of length {prefix.embs.shape[1]} is not {full} slots")
+    groups: list[tuple[Tensor | None, Prefix]] = []
+    for key in torch.unique(own, dim=0).tolist():  # sorted: a fixed order of groups
+        rows = (own == own.new_tensor(key)).all(1).nonzero().squeeze(1)  # (R,)
+        if len(rows) == B and key == full:
+            return [(None, prefix)]
+        patch_cols = torch.arange(key[0], device=prefix.embs.device)
+        cols = torch.cat([patch_cols, K + torch.arange(key[1], device=patch_cols.device)])
+        groups.append((rows, prefix.take(rows, cols)))
+    return groups
 
 
 @dataclass
@@ -142,12 +191,13 @@ class Pi05Model(nn.Module):
         self.config = config
         ew = config.action_expert.width
         self.paligemma_with_expert = PaliGemmaWithExpert(config)
-        self.action_in_proj = nn.Linear(config.action_dim, ew)
-        self.action_out_proj = nn.Linear(ew, config.action_dim)
-        self.time_mlp_in = nn.Linear(ew, ew)
-        self.time_mlp_out = nn.Linear(ew, ew)
+        self.action_in_proj = Linear(config.action_dim, ew)
+        self.action_out_proj = Linear(ew, config.action_dim)
+        self.time_mlp_in = Linear(ew, ew)
+        self.time_mlp_out = Linear(ew, ew)
         pc = config.pruning
-        self.pruner = TokenPruner(pc, config.paligemma.width) if pc.enabled else None
+        width, per_camera = config.paligemma.width, config.vision.num_patches
+        self.pruner = TokenPruner(pc, width, per_camera) if pc.enabled else None
         self.gradient_checkpointing = False  # trainers switch it on (openpi recipe)
         self.reset_parameters()
         if config.dtype == "bfloat16":
@@ -260,9 +310,10 @@ class Pi05Model(nn.Module):
         r = self.pruner(patches, patch_valid, lang, lang_mask, step=step)
         # train: r.patches (B, N, D), r.index (B, N); eval: (B, K, D), (B, K)
         kept = r.patches.to(patches.dtype)
-        if not self.training and pc.trim_prompt_padding:
+        own = None if self.training else self._own_lengths(r.kept_tokens, lang_mask)
+        if own is not None and pc.trim_prompt_padding:
             # Drop padded prompt slots: the batch keeps up to its longest valid prompt.
-            L = int(_valid_extent(lang_mask).max().item()) if B else L
+            L = int(own[:, 1].max().item()) if B else L
             lang, lang_mask = lang[:, :L], lang_mask[:, :L]
         pad = torch.cat([r.valid, lang_mask], dim=1)  # (B, K + L)
         if pc.position_ids == "openpi":
@@ -289,7 +340,20 @@ class Pi05Model(nn.Module):
             kept_tokens=r.kept_tokens,
             total_tokens=N,
             metrics=r.metrics,
+            own_lengths=own,
         )
+
+    def _own_lengths(self, kept: Tensor, lang_mask: Tensor) -> Tensor:
+        """(B,) kept counts, (B, L) prompt mask -> (B, 2) long: the patch slots (the count
+        rounded up to a bucket, selection.gather_kept) and prompt slots (the valid extent
+        when trimming) each sample's prefix has when it is embedded alone."""
+        pc, N = self.config.pruning, self.config.num_patches_total
+        K = [padded_length(int(c), N, pc.buckets) for c in kept.tolist()]
+        if pc.trim_prompt_padding:
+            L = _valid_extent(lang_mask)
+        else:
+            L = torch.full_like(kept, lang_mask.shape[1])
+        return torch.stack([torch.tensor(K, dtype=torch.long, device=kept.device), L.long()], 1)
 
     # -- 3. suffix ---------------------------------------------------------------------
 
@@ -483,6 +547,8 @@ class Pi05Model(nn.Module):
 
         Time accumulates in fp32 exactly as openpi does (the last t is 0.09999993).
         `on_step(time, v_t)` sees every denoise step (used by the parity tests).
+        Samples whose own prefix lengths differ run as separate groups (`split_by_length`),
+        so a sample's actions do not depend on the batch it is in.
         """
         if num_steps <= 0:
             raise ValueError(f"num_steps must be positive, got {num_steps}")
@@ -492,13 +558,13 @@ class Pi05Model(nn.Module):
         if noise is None:
             noise = self.sample_noise((B, cfg.action_horizon, cfg.action_dim), device)
         prefix = self.embed_prefix(observation, prune=prune)
-        cache = self.prefill(prefix)
+        groups = [(rows, part, self.prefill(part)) for rows, part in split_by_length(prefix)]
         dt = torch.tensor(-1.0 / num_steps, dtype=torch.float32, device=device)
         time = torch.tensor(1.0, dtype=torch.float32, device=device)
         x_t = noise
         while time >= -dt / 2:
             t = time.expand(B)
-            v_t = self.denoise_step(prefix, cache, x_t, t)
+            v_t = self._velocity(groups, x_t, time)
             if on_step is not None:
                 on_step(t, v_t)
             x_t = x_t + dt * v_t
@@ -510,6 +576,18 @@ class Pi05Model(nn.Module):
             prefix_len=prefix.embs.shape[1],
             metrics=prefix.metrics,
         )
+
+    def _velocity(
+        self, groups: list[tuple[Tensor | None, Prefix, KVCache]], x_t: Tensor, time: Tensor
+    ) -> Tensor:
+        """v_t (B, H, A) of every group's samples at scalar `time`, x_t (B, H, A)."""
+        if len(groups) == 1 and groups[0][0] is None:
+            _, prefix, cache = groups[0]
+            return self.denoise_step(prefix, cache, x_t, time.expand(x_t.shape[0]))
+        v_t = torch.empty_like(x_t)
+        for rows, prefix, cache in groups:
+            v_t[rows] = self.denoise_step(prefix, cache, x_t[rows], time.expand(len(rows)))
+        return v_t
 
     def sample_actions(
         self, observation: Observation, noise: Tensor | None = None, num_steps: int = 10

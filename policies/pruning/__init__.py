@@ -7,7 +7,8 @@
 Modules: config (PrunerConfig, NoiseScheduleConfig), schedule (make_schedule), scorers
 (score functions and the collapse mechanism), selection (votes, budgets, slots),
 telemetry (METRIC_NAMES), pruner (TokenPruner, PruneResult), synthetic (the collapse,
-reproduced: `python -m policies.pruning.synthetic`).
+reproduced: `python -m policies.pruning.synthetic`), training_free (the "random" and
+"grid" scorers and the curve's selectors).
 """
 
 from policies.pruning.config import NoiseScheduleConfig, PrunerConfig

@@ -13,7 +13,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SCHEDULE_KINDS = ("none", "constant", "linear", "cosine", "gap")
-SCORERS = ("lightvla", "no_query_norm", "temperature", "residual", "lowrank", "centered")
+SCORERS = (
+    "lightvla",
+    "no_query_norm",
+    "temperature",
+    "residual",
+    "lowrank",
+    "centered",
+    "random",
+    "grid",
+)
+TRAINING_FREE = ("random", "grid")  # policies/pruning/training_free.py: need a budget
 BUDGETS = ("adaptive", "keep_tokens", "keep_ratio")
 POSITION_IDS = ("openpi", "lightvla", "compact")
 
@@ -74,11 +84,14 @@ class PrunerConfig:
     # Score function (policies/pruning/scorers.py):
     # "lightvla" (faithful, parameter-free), "no_query_norm" (no RMSNorm on the queries),
     # "temperature" (cross-attention logits / temperature), "residual" (query rms(q) + a*p),
-    # "lowrank" (learnable rank-r cross-attention + residual), "centered" (tokens centred).
+    # "lowrank" (learnable rank-r cross-attention + residual), "centered" (tokens centred);
+    # training-free baselines (policies/pruning/training_free.py): "random" (seeded per
+    # observation), "grid" (uniform grid per camera); both need keep_tokens or keep_ratio.
     scorer: str = "lightvla"
     temperature: float = 1.0  # "temperature": divides the patch->task attention logits
     residual_alpha: float = 0.2  # "residual"/"lowrank": weight a of the patch in rms(q) + a*p
     lowrank_rank: int = 16  # "lowrank": rank r of the learnable projections Wq, Wk
+    random_seed: int = 0  # "random": seed mixed with each observation's own hash
     # Eval-mode kept count (train mode selects consistently, see pruner.py):
     # "adaptive" (union of row argmaxes, LightVLA), "keep_tokens" (exactly keep_tokens),
     # "keep_ratio" (ceil(keep_ratio * valid patches)); all raised to at least min_keep.
@@ -117,7 +130,20 @@ class PrunerConfig:
             "an integer >= 1",
             self.lowrank_rank,
         )
+        _check(
+            _is_int(self.random_seed) and self.random_seed >= 0,
+            f"{p}.random_seed",
+            "an integer >= 0",
+            self.random_seed,
+        )
         _check(self.budget in BUDGETS, f"{p}.budget", f"one of {BUDGETS}", self.budget)
+        # Rows all vote for one patch under these scorers: "adaptive" would keep just it.
+        _check(
+            self.scorer not in TRAINING_FREE or self.budget != "adaptive",
+            f"{p}.budget",
+            f"keep_tokens or keep_ratio for scorer {self.scorer!r}",
+            self.budget,
+        )
         _check(
             _is_int(self.keep_tokens) and self.keep_tokens >= 1,
             f"{p}.keep_tokens",

@@ -60,14 +60,15 @@ class PruneResult:
 class TokenPruner(nn.Module):
     """See the module docstring. `width` = D of the patch tokens (the LLM width)."""
 
-    def __init__(self, cfg: PrunerConfig, width: int):
+    def __init__(self, cfg: PrunerConfig, width: int, patches_per_camera: int | None = None):
         super().__init__()
         cfg.validate()
         if width < 1:
             raise ValueError(f"pruner width must be >= 1, got {width}")
         self.cfg = cfg
         self.width = width
-        self.scorer = build_scorer(cfg, width)  # parameters only for "lowrank"
+        # parameters only for "lowrank"; patches_per_camera: the layout "grid" needs
+        self.scorer = build_scorer(cfg, width, patches_per_camera)
         self.schedule = make_schedule(cfg.noise)
 
     def forward(

@@ -49,6 +49,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+# per-sample GEMMs at inference: a sample's scores do not depend on its batch
+from policies.invariant import batched_matmul, per_sample_matmul
 from policies.pruning.config import PrunerConfig
 
 RMS_EPS = 1e-6  # LightVLA's parameter-free RMSNorm epsilon
@@ -98,9 +100,9 @@ class LowRankLogits(nn.Module):
             self.wk.normal_(0.0, std, generator=generator)
 
     def forward(self, P: Tensor, T: Tensor) -> Tensor:
-        pq = P @ self.wq.float()  # (B, N, r)
-        tk = T @ self.wk.float()  # (B, L, r)
-        return (pq @ tk.transpose(1, 2)) / math.sqrt(self.rank)  # (B, N, L)
+        pq = per_sample_matmul(P, self.wq.float())  # (B, N, r)
+        tk = per_sample_matmul(T, self.wk.float())  # (B, L, r)
+        return batched_matmul(pq, tk.transpose(1, 2)) / math.sqrt(self.rank)  # (B, N, L)
 
 
 class Scorer(nn.Module):
@@ -153,22 +155,28 @@ class Scorer(nn.Module):
         # Patch -> task cross-attention, key-padding mask from task_mask. Masked logits get
         # the most negative float (not -inf): exp underflows to exactly 0, and a prompt
         # with no valid token gives a zero context instead of NaN.
-        logits = (P @ T.transpose(1, 2)) / math.sqrt(D)  # (B, N, L)
+        logits = batched_matmul(P, T.transpose(1, 2)) / math.sqrt(D)  # (B, N, L)
         if self.lowrank is not None:
             logits = logits + self.lowrank(P, T)
         logits = logits / self.temperature
         logits = logits.masked_fill(~task_mask.unsqueeze(1), torch.finfo(logits.dtype).min)
         attn = torch.softmax(logits, dim=-1)  # (B, N, L)
-        ctx = attn @ T  # (B, N, D); padded rows of T are zero
+        ctx = batched_matmul(attn, T)  # (B, N, D); padded rows of T are zero
         Q = rms_norm(ctx) if self.query_norm else ctx  # (B, N, D)
         if self.alpha:
             Q = Q + self.alpha * P
-        S = (Q @ P.transpose(1, 2)) / math.sqrt(D)  # (B, N, N)
+        S = batched_matmul(Q, P.transpose(1, 2)) / math.sqrt(D)  # (B, N, N)
         return Scores(scores=S, patches=P, task=T, queries=Q)
 
 
-def build_scorer(cfg: PrunerConfig, width: int) -> Scorer:
-    """The scorer named by `cfg.scorer` for patch/task width `width`."""
+def build_scorer(cfg: PrunerConfig, width: int, patches_per_camera: int | None = None) -> nn.Module:
+    """The scorer named by `cfg.scorer` for patch/task width `width`; `patches_per_camera`
+    is the camera layout that "grid" needs."""
+    if cfg.scorer in ("random", "grid"):
+        # Imported here: training_free builds on this module's Scores and rms_norm.
+        from policies.pruning.training_free import PriorityScorer
+
+        return PriorityScorer(cfg, width, patches_per_camera)
     if cfg.scorer == "lightvla":
         return Scorer(width)
     if cfg.scorer == "no_query_norm":

@@ -8,44 +8,55 @@ from typing import Any
 
 from prunepi import env
 from prunepi.progress import Progress
-from services.rollout.config import RolloutConfig
+from services.rollout.config import RolloutConfig, check_init_block
 from services.rollout.results import aggregate, write_results
-from services.rollout.worker import RolloutWorker
+from services.rollout.worker import RolloutWorker, run_on_actors
 
 log = logging.getLogger(__name__)
 
 
 def episode_jobs(cfg: RolloutConfig) -> list[tuple[int, int]]:
-    """(task_id, episode) pairs; the suite and task ids are ours or LIBERO's (`libero_*`),
-    validated before any actor starts (without importing LIBERO)."""
+    """(task_id, init_state_id) pairs: episode k of a task starts from the absolute state id
+    cfg.init_state_start + k. The suite, task ids and state block are ours or LIBERO's
+    (`libero_*`), validated before any actor starts (without importing LIBERO)."""
     import envs
 
     tasks = cfg.tasks or envs.suite_tasks(cfg.suite)
     for t in tasks:
         envs.check_task(cfg.suite, t)  # raises naming the bad task id
-    return [(t, k) for t in tasks for k in range(cfg.episodes_per_task)]
+    check_init_block(cfg.suite, cfg.init_state_start, cfg.episodes_per_task)
+    states = range(cfg.init_state_start, cfg.init_state_start + cfg.episodes_per_task)
+    return [(t, k) for t in tasks for k in states]
 
 
 def episode_summary(ep: Any) -> str:
-    """`task 2 ep 7: success in 83 steps, kept 16.0/48` (one line per finished episode)."""
+    """`task 2 state 107: success in 83 steps, kept 16.0/48` (one line per finished episode)."""
     kept = sum(ep.kept_tokens) / max(1, len(ep.kept_tokens))
     outcome = "success" if ep.success else "failure"
     return (
-        f"task {ep.task_id} ep {ep.episode}: {outcome} in {ep.length} steps, "
+        f"task {ep.task_id} state {ep.episode}: {outcome} in {ep.length} steps, "
         f"kept {kept:.1f}/{ep.total_tokens}"
     )
 
 
+def format_success(row: dict[str, Any]) -> str:
+    """`0.84 [0.71, 0.92] n=50`: the rate, its 95 % Wilson interval and the episodes."""
+    lo, hi = row["success_ci95"]
+    return f"{row['success_rate']:.2f} [{lo:.2f}, {hi:.2f}] n={row['episodes']}"
+
+
 def format_table(results: dict[str, Any]) -> str:
-    rows = [f"{'task':<72} {'success':>7} {'kept':>7} {'len':>6}"]
+    block = results["init_states"]
+    rows = [f"{'task':<64} {'success [95% CI] n':>25} {'kept':>7} {'len':>6}"]
     for task, r in results["tasks"].items():
         rows.append(
-            f"{task[:72]:<72} {r['success_rate']:>7.2f} {r['kept_tokens_mean']:>7.1f} "
+            f"{task[:64]:<64} {format_success(r):>25} {r['kept_tokens_mean']:>7.1f} "
             f"{r['episode_length_mean']:>6.1f}"
         )
+    first, last = block["start"], block["start"] + block["count"] - 1
     rows.append(
-        f"{'all (' + str(results['episodes']) + ' episodes)':<72} "
-        f"{results['success_rate']:>7.2f} {results['kept_tokens_mean']:>7.1f} "
+        f"{'all (init states ' + str(first) + '-' + str(last) + ')':<64} "
+        f"{format_success(results):>25} {results['kept_tokens_mean']:>7.1f} "
         f"of {results['total_tokens']} tokens"
     )
     return "\n".join(rows)
@@ -61,7 +72,6 @@ def run_rollout(cfg: RolloutConfig, num_cpus: int = 2) -> dict[str, Any]:
     cfg = dataclasses.replace(cfg, **paths)
     started = env.connect_ray(cfg.address, num_cpus=num_cpus)
     import ray
-    from ray.util import ActorPool
 
     episodes = []
     actors = []
@@ -79,9 +89,9 @@ def run_rollout(cfg: RolloutConfig, num_cpus: int = 2) -> dict[str, Any]:
             num_cpus=cfg.num_cpus_per_worker, scheduling_strategy="DEFAULT"
         )
         actors = [actor_cls.remote(cfg) for _ in range(n)]
-        pool = ActorPool(actors)
         progress = Progress(len(jobs), "episodes")
-        for i, ep in enumerate(pool.map_unordered(lambda a, job: a.run.remote(*job), jobs)):
+        # envs_per_worker episodes in lockstep on each actor, a freed slot refilled at once
+        for i, ep in enumerate(run_on_actors(actors, jobs, cfg.envs_per_worker)):
             episodes.append(ep)
             log.info("[rollout] %s  %s", progress.line(i + 1), episode_summary(ep))
         ray.get([a.close.remote() for a in actors])

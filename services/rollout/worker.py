@@ -1,31 +1,88 @@
-"""The rollout Ray actor: owns its environments (one per task) and one policy connection."""
+"""The rollout Ray actor: steps up to `envs_per_worker` episodes in lockstep, one batched
+policy query per step, and owns their environments and its policy connections.
+
+One-at-a-time (`envs_per_worker=1`) and lockstep rollouts give the same episodes: an
+episode depends only on (checkpoint, task, initial state, seed). Environments reset to a
+fixed state id deterministically (envs/tabletop_env.py `reset`, envs/libero.py reseeds per
+state), and the policy's actions for an observation are bitwise the same in any batch
+(policies/invariant.py, tests/pi05/test_batch_invariance.py), through Serve's micro-batching
+too (services/serve/deployment.py `@serve.batch`).
+"""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from services.rollout.config import RolloutConfig
-from services.rollout.episode import EpisodeResult, run_episode
+from services.rollout.episode import EpisodeResult, EpisodeRun, step_lockstep
+
+Job = tuple[int, int]  # (task_id, absolute initial state id)
 
 
-def make_policy(cfg: RolloutConfig):
-    """openpi-client to a served policy, or the checkpoint's Policy in this process."""
-    if cfg.policy is not None:
+class ServedPolicy:
+    """`size` openpi-client connections to a served policy, one per lockstep slot.
+
+    openpi-client is synchronous (one request in flight per connection), so `infer_batch`
+    sends each observation on its own connection from a thread pool: the requests arrive
+    together and the deployment's `@serve.batch` fuses them into one forward.
+    """
+
+    def __init__(self, url: str, api_key: str | None, size: int):
         from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
         # host may be a full ws:// URL (openpi-client then appends nothing when port=None).
-        return WebsocketClientPolicy(cfg.policy, None, api_key=cfg.api_key)
+        self.clients = [WebsocketClientPolicy(url, None, api_key=api_key) for _ in range(size)]
+        self._pool = ThreadPoolExecutor(size) if size > 1 else None
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.clients[0].get_server_metadata()
+
+    def infer_batch(self, observations: Sequence[dict]) -> list[dict]:
+        if len(observations) > len(self.clients):
+            raise ValueError(
+                f"{len(observations)} observations for {len(self.clients)} connections"
+            )
+        if self._pool is None or len(observations) == 1:
+            return [c.infer(o) for c, o in zip(self.clients, observations)]
+        return list(self._pool.map(lambda c, o: c.infer(o), self.clients, observations))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+        for c in self.clients:
+            c._ws.close()  # openpi-client keeps its connection private
+
+
+def make_policy(cfg: RolloutConfig):
+    """openpi-client connections to a served policy, or the checkpoint's Policy in this
+    process; either answers `infer_batch(observations)` and has `metadata`."""
+    if cfg.policy is not None:
+        return ServedPolicy(cfg.policy, cfg.api_key, cfg.envs_per_worker)
     from policies.loading import LoadOptions, load_policy
 
     # a prunepi or an openpi checkpoint folder (with the options it lacks)
     return load_policy(cfg.checkpoint, LoadOptions.of(cfg), device="cpu", prune=cfg.prune)
 
 
-def policy_metadata(policy) -> dict:
-    if hasattr(policy, "get_server_metadata"):
-        return policy.get_server_metadata()
-    return policy.metadata
+def take(pending: collections.deque, n: int, prefer: Iterable[int] = ()) -> list[Job]:
+    """Up to n jobs from `pending`: first the next job of each task in `prefer` (those of the
+    episodes that just finished, so a freed slot reuses its idle environment instead of
+    building one, ~0.1-1 s), then from the front."""
+    out: list[Job] = []
+    for task in prefer:
+        job = next((j for j in pending if j[0] == task), None)
+        if job is not None and len(out) < n:
+            pending.remove(job)
+            out.append(job)
+    while len(out) < n and pending:
+        out.append(pending.popleft())
+    return out
 
 
 class RolloutWorker:
@@ -35,50 +92,117 @@ class RolloutWorker:
         import envs
 
         self.cfg = cfg
+        self.slots = cfg.envs_per_worker
         self.policy = make_policy(cfg)
-        meta = policy_metadata(self.policy)
-        self.image_size = cfg.image_size or int(meta.get("image_size", 224))
+        self.image_size = cfg.image_size or int(self.policy.metadata.get("image_size", 224))
         self.max_steps = cfg.max_steps or envs.suite_max_steps(cfg.suite)
-        self._envs: dict[int, object] = {}
+        self._idle: dict[int, list] = {}  # task_id -> environments between episodes
+        self._active: list[tuple[EpisodeRun, Any]] = []  # running episodes and their envs
 
     def _env(self, task_id: int):
-        if task_id not in self._envs:
-            import envs
+        """An idle environment of `task_id`, or a new one (lockstep slots may share a task)."""
+        idle = self._idle.setdefault(task_id, [])
+        if idle:
+            return idle.pop()
+        import envs
 
-            env = envs.make(
-                self.cfg.suite,
-                task_id,
-                image_size=self.image_size,
-                seed=self.cfg.seed,
-                init_spread=self.cfg.init_spread,
-            )
-            self._envs[task_id] = env
+        env = envs.make(
+            self.cfg.suite,
+            task_id,
+            image_size=self.image_size,
+            seed=self.cfg.seed,
+            init_spread=self.cfg.init_spread,
+        )
         # openpi counts warm-up outside the policy's step budget: bypass the TimeLimit wrapper.
-        return self._envs[task_id].unwrapped
+        return env.unwrapped
 
-    def run(self, task_id: int, episode: int) -> EpisodeResult:
-        record = self.cfg.video_dir is not None
-        result = run_episode(
-            self._env(task_id),
-            self.policy,
+    def _start(self, task_id: int, episode: int) -> None:
+        env = self._env(task_id)
+        run = EpisodeRun(
+            env,
             task_id=task_id,
             episode=episode,
             max_steps=self.max_steps,
             replan_steps=self.cfg.replan_steps,
             num_warmup_steps=self.cfg.warmup_steps,
-            record=record,
+            record=self.cfg.video_dir is not None,
         )
-        if record:
+        self._active.append((run, env))
+
+    def _finish(self, run: EpisodeRun, env) -> EpisodeResult:
+        self._idle[run.result.task_id].append(env)
+        result = run.result
+        if self.cfg.video_dir is not None:
             from envs.video import write_video
 
             tag = "success" if result.success else "failure"
-            name = f"{self.cfg.suite}_task{task_id}_ep{episode:03d}_{tag}.mp4"
+            name = f"{self.cfg.suite}_task{result.task_id}_ep{result.episode:03d}_{tag}.mp4"
             write_video(result.frames, Path(self.cfg.video_dir) / name)
         return dataclasses.replace(result, frames=[])  # frames stay in the actor
 
+    def advance(self, jobs: Iterable[Job] = ()) -> list[EpisodeResult]:
+        """Start `jobs` beside the running episodes, then step them all in lockstep until at
+        least one finishes; return the finished ones (none only when nothing runs)."""
+        for task_id, episode in jobs:
+            if len(self._active) >= self.slots:
+                raise ValueError(f"advance: more than envs_per_worker={self.slots} episodes")
+            self._start(task_id, episode)
+        while self._active:
+            step_lockstep([run for run, _ in self._active], self.policy.infer_batch)
+            done = [(run, env) for run, env in self._active if run.done]
+            if done:
+                self._active = [(r, e) for r, e in self._active if not r.done]
+                return [self._finish(run, env) for run, env in done]
+        return []
+
+    def run_jobs(self, jobs: Iterable[Job]) -> list[EpisodeResult]:
+        """Every job, `envs_per_worker` at a time (a finished episode frees its slot)."""
+        pending, results, finished = collections.deque(jobs), [], []
+        while pending or self._active:
+            new = take(pending, self.slots - len(self._active), [e.task_id for e in finished])
+            finished = self.advance(new)
+            results += finished
+        return results
+
+    def run(self, task_id: int, episode: int) -> EpisodeResult:
+        """One episode alone (on an idle worker)."""
+        [result] = self.run_jobs([(task_id, episode)])
+        return result
+
     def close(self) -> None:
-        for env in self._envs.values():
+        for env in [e for envs in self._idle.values() for e in envs]:
             env.close()
-        self._envs.clear()
-        if hasattr(self.policy, "_ws"):  # openpi-client keeps its connection private
-            self.policy._ws.close()
+        for _, env in self._active:
+            env.close()
+        self._idle.clear()
+        self._active.clear()
+        if hasattr(self.policy, "close"):
+            self.policy.close()
+
+
+def run_on_actors(actors: Sequence, jobs: Iterable[Job], slots: int) -> Iterator[EpisodeResult]:
+    """Keep `slots` episodes running on every actor (`RolloutWorker.advance` on Ray) until the
+    jobs run out; yield each episode as it finishes. A finished episode's slot takes the
+    next job at once, so actors stay busy whatever their episodes' lengths."""
+    import ray
+
+    pending = collections.deque(jobs)
+    running = [0] * len(actors)
+    calls: dict = {}
+
+    def submit(i: int, cap: int = slots, prefer: Iterable[int] = ()) -> None:
+        new = take(pending, cap - running[i], prefer)
+        running[i] += len(new)
+        if running[i]:
+            calls[actors[i].advance.remote(new)] = i
+
+    share = -(-len(pending) // max(1, len(actors)))  # fewer jobs than slots: spread them
+    for i in range(len(actors)):
+        submit(i, min(slots, share))
+    while calls:
+        [ref], _ = ray.wait(list(calls), num_returns=1)
+        i = calls.pop(ref)
+        finished = ray.get(ref)
+        running[i] -= len(finished)
+        yield from finished
+        submit(i, prefer=[e.task_id for e in finished])

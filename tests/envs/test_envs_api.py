@@ -110,7 +110,9 @@ def test_init_state_option_selects_the_fixed_layouts():
     env = envs.make("spatial", 0, image_size=SMALL)
     try:
         u = env.unwrapped
-        assert u.num_init_states == 50
+        assert u.num_init_states == 200  # envs.suites.NUM_INIT_STATES: 4 blocks of 50
+        assert envs.suite_num_init_states("spatial") == 200
+        assert envs.suite_num_init_states("libero_goal") == 50  # LIBERO's, without LIBERO
         env.reset(options={"init_state_id": 7})
         a = {n: u.object_pose(n)[0] for n in u.task.object_names}
         env.reset(options={"init_state_id": 8})
@@ -175,8 +177,8 @@ def test_bad_step_and_reset_arguments_name_the_field():
             env.unwrapped.step(np.zeros(6))
         with pytest.raises(ValueError, match="action: must be finite"):
             env.unwrapped.step(np.full(7, np.nan))
-        with pytest.raises(ValueError, match="init_state_id: 50 is out of range"):
-            env.reset(options={"init_state_id": 50})
+        with pytest.raises(ValueError, match="init_state_id: 200 is out of range"):
+            env.reset(options={"init_state_id": 200})
         with pytest.raises(ValueError, match="options: unknown keys"):
             env.reset(options={"init_state": 1})
         with pytest.raises(ValueError, match="layout_seed"):

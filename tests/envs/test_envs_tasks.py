@@ -83,6 +83,29 @@ def test_layouts_are_deterministic_separated_and_disjoint_from_training_seeds():
             assert gap >= task.object(a).footprint + task.object(b).footprint + GAP - 1e-9
 
 
+def test_more_init_states_keep_the_first_fifty(monkeypatch):
+    """Each state k draws from its own seed, so the 200-state list starts with exactly the
+    50 states a 50-state list has (results on states 0-49 stay comparable)."""
+    import dataclasses
+
+    import envs.layouts as layouts
+    import envs.suites as suites
+
+    task = envs.SUITES["spatial"][2]
+    full = eval_layouts(task)
+    assert len(full) == suites.NUM_INIT_STATES == 200
+    small = dataclasses.replace(task, num_init_states=50)
+    monkeypatch.setattr(suites, "get_task", lambda suite, task_id: small)
+    layouts._eval_layouts.cache_clear()
+    try:
+        fifty = eval_layouts(task)
+    finally:
+        layouts._eval_layouts.cache_clear()
+    assert len(fifty) == 50
+    for a, b in zip(fifty, full[:50], strict=True):
+        assert all(np.array_equal(a[n], b[n]) for n in a)
+
+
 def test_region_predicates():
     cube, b, p = block("c", "cube", (1, 0, 0, 1)), bowl(), plate()
     origin = np.zeros(3)

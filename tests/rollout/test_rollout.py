@@ -59,10 +59,13 @@ class ScriptedEnv:
 def test_openpi_loop_replans_and_skips_warmup():
     env, policy = ScriptedEnv(succeed_at=None), CountingPolicy()
     kw = dict(task_id=0, max_steps=12, replan_steps=5, num_warmup_steps=3)
-    ep = run_episode(env, policy, episode=4, **kw)
+    ep = run_episode(env, policy, episode=2, **kw)
     assert not ep.success and ep.length == 12 and env.steps == 15  # warm-up outside the budget
     assert policy.calls == 3 and ep.kept_tokens == [1, 2, 3]  # re-plan every 5 steps
-    assert env.init_ids == [4 % 3]  # episode k starts from initial state k
+    assert env.init_ids == [2] and ep.episode == 2  # exactly the state id it was given
+    with pytest.raises(ValueError, match=r"episode must be in \[0, 3\), got 3"):
+        run_episode(env, policy, episode=3, **kw)  # no wrap-around to state 0
+    assert env.init_ids == [2]
     env, policy = ScriptedEnv(succeed_at=3 + 7), CountingPolicy()
     ep = run_episode(env, policy, episode=0, record=True, **kw)
     assert ep.success and ep.length == 7 and policy.calls == 2 and len(ep.frames) == 8

@@ -4,6 +4,7 @@ trial) and roll out, then the trials table, Pareto plot and best config; and a r
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +50,71 @@ def test_validation_names_field():
         TuneConfig(data="x", batch_size=0).validate()
 
 
+def test_trials_select_on_the_selection_block_never_the_report_block():
+    from services.rollout.config import REPORT_BLOCK, SELECTION_BLOCK
+    from services.rollout.driver import episode_jobs
+    from tune.trial import rollout_config
+
+    cfg = TuneConfig(data="x", suite="goal", rollout_tasks=(1,), episodes_per_task=3)
+    rc = rollout_config(cfg, Path("ckpt"), Path("rollout_2.json"), init_spread=0.03)
+    assert rc.init_state_start == SELECTION_BLOCK != REPORT_BLOCK
+    assert episode_jobs(rc) == [(1, 100), (1, 101), (1, 102)]
+    assert (rc.checkpoint, rc.init_spread, rc.seed) == ("ckpt", 0.03, 7)
+    # real LIBERO has no selection block (its 50 states are the report block)
+    with pytest.raises(ValueError, match=r"SELECTION_BLOCK \+ episodes_per_task must be <= 50"):
+        TuneConfig(data="x", suite="libero_goal").validate()
+
+
+def _row(name: str, wins: int, n: int, kept: float) -> dict:
+    from services.rollout.stats import wilson_interval
+
+    lo, hi = wilson_interval(wins, n)
+    return {
+        "trial_id": name,
+        "variant": name,
+        "scorer": "residual",
+        "schedule": "linear",
+        "noise_scale": 1.0,
+        "budget": "keep_ratio",
+        "success_rate": wins / n,
+        "successes": wins,
+        "episodes": n,
+        "success_ci95_low": lo,
+        "success_ci95_high": hi,
+        "kept_tokens_mean": kept,
+        "kept_ratio": kept / 48,
+        "score": wins / n - 0.25 * kept / 48,
+        "train_loss": 0.5,
+        "train_argmax_union": 3.0,
+        "train_queries_std": 0.1,
+    }
+
+
+def test_tune_outputs_show_the_interval_and_episodes(tmp_path, capsys):
+    from tune.driver import _print, plot_pareto
+    from tune.report import write_ablation_report
+    from tune.success import success_text, success_yerr
+
+    rows = [_row("lightvla / linear", 2, 3, 20.0), _row("lightvla / no noise", 3, 3, 48.0)]
+    assert success_text(rows[0]) == "0.67 [0.21, 0.94] n=3"
+    assert success_text({"success_rate": 0.5}) == "0.50"  # a row restored from before
+    below, above = success_yerr(rows)
+    assert below[1] == pytest.approx(1 - 0.4385, abs=1e-4) and above[1] == 0.0
+    _print(rows)
+    assert "0.67 [0.21, 0.94] n=3" in capsys.readouterr().out
+    from types import SimpleNamespace
+
+    from tune.progress import TrialProgress
+
+    line = TrialProgress(2)._line(SimpleNamespace(trial_id="t1", last_result=rows[0]), "done")
+    assert "success_rate 0.667 [0.21, 0.94] n=3  kept_tokens_mean 20" in line
+    plot_pareto(rows, tmp_path / "pareto.png", "t")
+    assert (tmp_path / "pareto.png").stat().st_size > 1000
+    cfg = TuneConfig(data="x", episodes_per_task=3, report_dir=str(tmp_path / "reports"))
+    text = write_ablation_report(cfg, rows, tmp_path).read_text()
+    assert "| 0.67 [0.21, 0.94] n=3 |" in text and "states, 100-102" in text
+
+
 @pytest.fixture(scope="module")
 def demos(tmp_path_factory):
     from envs.collect import CollectConfig, run_collect
@@ -89,8 +155,13 @@ def test_tiny_search_then_restore(demos, tmp_path):
     for r in rows:
         assert 0.0 <= r["success_rate"] <= 1.0 and r["kept_tokens_mean"] > 0
         assert r["step"] == 2
+        assert r["episodes"] == 1 and r["successes"] == round(r["success_rate"])
+        assert r["success_ci95_low"] <= r["success_rate"] <= r["success_ci95_high"]
     table = json.loads((tmp_path / "tune" / "trials.json").read_text())
     assert len(table) == 2
+    for trial in (tmp_path / "tune" / "trials").iterdir():  # chosen on the selection block
+        rollout = json.loads((trial / "rollout_2.json").read_text())
+        assert rollout["init_states"] == {"start": 100, "count": 1}
     assert (tmp_path / "tune" / "trials.csv").read_text().count("\n") == 3
     assert (tmp_path / "tune" / "pareto.png").stat().st_size > 0
     best = json.loads((tmp_path / "tune" / "best_train_config.json").read_text())

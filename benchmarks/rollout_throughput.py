@@ -1,0 +1,164 @@
+"""Closed-loop episodes per minute: one environment at a time per Ray worker vs several in
+lockstep with one batched policy query per step (`RolloutConfig.envs_per_worker`).
+
+Same checkpoint, same jobs, same Ray workers and CPUs, in one run; in-process policies by
+default, through Ray Serve with `--serve` (one replica, `@serve.batch`). Every mode must give
+identical results (an episode depends only on checkpoint, task, initial state and seed);
+the benchmark checks it and says so.
+
+    .venv/bin/python benchmarks/rollout_throughput.py [--checkpoint CKPT] [--slots 1 8]
+        [--episodes-per-task 8] [--max-steps 60] [--serve]
+
+Without --checkpoint a random tiny π0.5 (pruner on, keep 25%) is built in a temp dir; it
+never succeeds, so every episode runs `--max-steps` policy steps in every mode. Wall time
+covers the episodes (environments built on demand included) once the actors are up.
+Writes benchmarks/results/rollout_throughput.json and prints a table. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+from prunepi import env
+
+env.apply_defaults()
+
+from benchmarks.common import print_table, write_json  # noqa: E402
+from benchmarks.serve_throughput import build_checkpoint  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def timed_episodes(cfg) -> tuple[dict, float]:
+    """RESULTS of `cfg`'s jobs on `cfg.num_workers` rollout actors, and the seconds the
+    episodes took once every actor was up (policy loaded): what the driver runs
+    (services/rollout/driver.py), with actor start-up left out of the time."""
+    import ray
+
+    from services.rollout.driver import episode_jobs
+    from services.rollout.results import aggregate
+    from services.rollout.worker import RolloutWorker, run_on_actors
+
+    jobs = episode_jobs(cfg)
+    actor_cls = ray.remote(RolloutWorker).options(num_cpus=cfg.num_cpus_per_worker)
+    actors = [actor_cls.remote(cfg) for _ in range(cfg.num_workers)]
+    try:
+        ray.get([a.advance.remote([]) for a in actors])  # constructed: policy loaded
+        t0 = time.perf_counter()
+        episodes = list(run_on_actors(actors, jobs, cfg.envs_per_worker))
+        wall = time.perf_counter() - t0
+        ray.get([a.close.remote() for a in actors])
+    finally:
+        for a in actors:
+            ray.kill(a)
+    return aggregate(episodes), wall
+
+
+def mode_rows(base, slots: list[int], label: str) -> list[dict]:
+    """One row per `envs_per_worker`; all must give the first one's results."""
+    import dataclasses
+
+    rows, first = [], None
+    for n in slots:
+        results, wall = timed_episodes(dataclasses.replace(base, envs_per_worker=n))
+        first = first or results
+        rows.append(
+            {
+                "policy": label,
+                "envs_per_worker": n,
+                "episodes": results["episodes"],
+                "wall_s": wall,
+                "episodes_per_min": results["episodes"] / wall * 60,
+                "identical_results": results == first,
+            }
+        )
+        print(rows[-1], flush=True)
+    for r in rows:
+        r["speedup"] = r["episodes_per_min"] / rows[0]["episodes_per_min"]
+    return rows
+
+
+def served_base(base, checkpoint: str):
+    """Start one Serve replica of `checkpoint` (1 CPU); the workers share what is left."""
+    import dataclasses
+
+    from services.serve import ServeConfig, start_serve
+
+    cfg = ServeConfig(checkpoint=checkpoint, port=free_port(), app_name="rollout_bench")
+    handle = start_serve(cfg)
+    workers = dataclasses.replace(
+        base, checkpoint=None, policy=handle.ws_url, num_cpus_per_worker=0.5
+    )
+    return handle, workers
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: tiny)")
+    parser.add_argument("--slots", type=int, nargs="+", default=[1, 8], help="envs_per_worker")
+    parser.add_argument("--suite", default="goal")
+    parser.add_argument("--episodes-per-task", type=int, default=8)
+    parser.add_argument("--max-steps", type=int, default=60)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--serve", action="store_true", help="also through Ray Serve")
+    args = parser.parse_args()
+
+    from services.rollout import RolloutConfig
+
+    tmp = Path(tempfile.mkdtemp(prefix="rollout_bench_"))
+    checkpoint = args.checkpoint or str(build_checkpoint(tmp))
+    base = RolloutConfig(
+        checkpoint=checkpoint,
+        suite=args.suite,
+        episodes_per_task=args.episodes_per_task,
+        max_steps=args.max_steps,
+        num_workers=args.workers,
+        num_cpus_per_worker=1.0,  # Ray gives each actor OMP_NUM_THREADS=1
+        out=str(tmp / "RESULTS.json"),
+    )
+    started = env.init_local_ray(num_cpus=2)  # once: Ray start-up is not timed
+    try:
+        rows = mode_rows(base, args.slots, "in_process")
+        if args.serve:
+            handle, served = served_base(base, checkpoint)
+            try:
+                rows += mode_rows(served, args.slots, "serve")
+            finally:
+                handle.stop()
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    cols = ["policy", "envs_per_worker", "episodes", "wall_s", "episodes_per_min", "speedup"]
+    print_table(rows, cols + ["identical_results"])
+    write_json(
+        "rollout_throughput.json",
+        {
+            "description": "closed-loop episodes per minute, one env at a time per worker vs "
+            "envs_per_worker in lockstep with one batched policy query per step",
+            "checkpoint": args.checkpoint or "random tiny pi0.5, pruner keep_ratio 0.25",
+            "config": {
+                "suite": args.suite,
+                "episodes_per_task": args.episodes_per_task,
+                "max_steps": args.max_steps,
+                "workers": args.workers,
+                "replan_steps": base.replan_steps,
+            },
+            "load_avg_1m_at_end": os.getloadavg()[0],
+            "rows": rows,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
