@@ -12,8 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import platform
 import shlex
 import statistics
 import sys
@@ -22,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from prunepi import env
+from prunepi.machine import machine_info
 from services.curve.config import CurveConfig, Point, point_rollout
 from services.curve.plot import plot_curve
 from services.curve.report import (
@@ -36,22 +35,6 @@ from services.rollout.config import RolloutConfig
 from services.rollout.driver import run_rollout
 
 log = logging.getLogger(__name__)
-
-
-def machine() -> dict[str, Any]:
-    """What the latencies were measured on."""
-    import torch
-
-    info = {
-        "host": platform.node(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
 
 
 def probe_observation(rollout: RolloutConfig, image_size: int) -> dict[str, Any]:
@@ -148,7 +131,7 @@ def curve_header(cfg: CurveConfig, command: str) -> dict[str, Any]:
         "init_state_start": r.init_state_start,
         "latency_device": cfg.latency_device,
         "latency_repeats": cfg.latency_repeats,
-        "machine": machine(),
+        "machine": machine_info(),
         "config": dataclasses.asdict(cfg),
     }
 
