@@ -4,7 +4,7 @@ by Ray Serve's own `serve run` (an import path with key=value args, and a config
 
 Slow (a cluster start and seven CLI processes): `pytest -m slow`. A process ran on the
 cluster when its pid left a driver log in the cluster's session; the cluster still answers
-after each one; only this cluster is stopped (tests/train/test_train_job.py's stop_cluster,
+after each one; only this cluster is stopped (tests/ray_cluster.py's stop_cluster,
 never `ray stop`).
 """
 
@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -25,8 +24,8 @@ import pytest
 import yaml
 from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
+from tests.ray_cluster import BIN, REPO, free_ports, loopback_cluster
 from tests.serve.conftest import make_observation
-from tests.train.test_train_job import BIN, PORT_FLAGS, REPO, free_ports, stop_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.timeout(900)]
 
@@ -41,27 +40,12 @@ print(json.dumps({"cpus": ray.cluster_resources().get("CPU"), "apps": apps}))
 
 @pytest.fixture(scope="module")
 def cluster():
-    temp_dir = tempfile.mkdtemp(prefix="prc", dir="/tmp")  # short: unix socket paths
-    ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(
-        PATH=f"{BIN}:{env.get('PATH', '')}",
-        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-        RAY_AUTH_MODE="disabled",
-        RAY_USAGE_STATS_ENABLED="0",
-        MUJOCO_GL="egl",
-    )
-    cmd = [
-        str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-        "--include-dashboard=false", f"--temp-dir={temp_dir}",
-        *(f"{flag}={port}" for flag, port in ports.items()),
-    ]  # fmt: skip
-    try:
-        subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, timeout=180)
-        yield f"127.0.0.1:{ports['--port']}", env, Path(temp_dir)
-    finally:
-        stop_cluster(temp_dir)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    with loopback_cluster("prc", ("--include-dashboard=false",), MUJOCO_GL="egl") as (
+        ports,
+        env,
+        temp_dir,
+    ):
+        yield f"127.0.0.1:{ports['--port']}", env, temp_dir
 
 
 def _ran_on(temp_dir: Path, pid: int) -> bool:
