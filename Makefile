@@ -42,18 +42,13 @@ test: setup lint
 test-slow: setup
 	RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.1 $(BIN)/pytest -q -m slow
 
-# The reference policy (models/reference/): scripted demos of the goal suite at 112 px with
-# LIBERO-style 3 cm init regions, then the `reference` training preset on 2 Ray Train DDP
-# workers (about an hour on 2 CPUs); the last checkpoint, less its optimizer state, is
-# exported. Same seeds, same data, same weights.
-REFERENCE_RUN := runs/reference
+# The reference policy (models/reference/): `prunepi reference` (services/reference.py holds
+# the recipe) collects scripted demos of the spatial suite at 112 px with LIBERO-style
+# 1.5 cm init regions, trains the `reference` preset on 2 Ray Train DDP workers (about 85
+# minutes on 2 CPUs) and exports the last checkpoint, less its optimizer state. Same seeds,
+# same data, same weights.
 reference: setup
-	$(BIN)/prunepi collect --suite goal --episodes-per-task 100 --image-size 112 \
-		--init-spread 0.03 --seed 0 --out $(REFERENCE_RUN)/data --overwrite --no-progress
-	rm -rf $(REFERENCE_RUN)/train
-	$(BIN)/prunepi train --preset reference --data $(REFERENCE_RUN)/data \
-		--out $(REFERENCE_RUN)/train --workers 2 --cpus-per-worker 1 --no-augment
-	$(BIN)/python -m services.train.export $(REFERENCE_RUN)/train models/reference
+	$(BIN)/prunepi reference
 
 bench: setup
 	$(BIN)/python benchmarks/pi05_latency.py

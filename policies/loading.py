@@ -319,6 +319,17 @@ def _key_problems(
     return out
 
 
+def norm_stats_file(value: str | Path, name: str = "norm_stats") -> Path:
+    """A norm_stats.json given as the file or the folder holding it (`name`: the field)."""
+    path = Path(value)
+    path = path / NORM_STATS_FILE if path.is_dir() else path
+    if not path.is_file():
+        raise CheckpointError(
+            f"{name} must be a {NORM_STATS_FILE} file or a folder holding one, got {str(value)!r}"
+        )
+    return path
+
+
 def _norm_stats_path(folder: Path, options: LoadOptions) -> tuple[Path, str | None]:
     """-> norm_stats.json, asset id. openpi loads assets/<data_config.asset_id>/ of the
     checkpoint (policies/policy_config.py `create_trained_policy`); we take the only one
@@ -329,14 +340,7 @@ def _norm_stats_path(folder: Path, options: LoadOptions) -> tuple[Path, str | No
                 f"give norm_stats or asset_id, not both: got norm_stats="
                 f"{options.norm_stats!r} asset_id={options.asset_id!r}"
             )
-        path = Path(options.norm_stats)
-        path = path / NORM_STATS_FILE if path.is_dir() else path
-        if not path.is_file():
-            raise CheckpointError(
-                f"norm_stats must be a {NORM_STATS_FILE} file or a folder holding one, got "
-                f"{options.norm_stats!r}"
-            )
-        return path, None
+        return norm_stats_file(options.norm_stats), None
     assets = folder / "assets"
     found = (
         sorted(p.parent.relative_to(assets).as_posix() for p in assets.rglob(NORM_STATS_FILE))

@@ -65,6 +65,12 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "run_tune",
         "Ray Tune over noise schedule, keep budget and scorer",
     ),
+    "reference": (
+        "services.reference",
+        "ReferenceConfig",
+        "run_reference",
+        "rebuild the committed reference policy: demos, training, export to models/",
+    ),
     "demo": (
         "services.demo",
         "DemoConfig",

@@ -1,10 +1,14 @@
-"""`prunepi demo`: the whole loop on one embedded local Ray.
+"""`prunepi demo`: the whole loop, starting where our users start: from a trained policy.
 
-collect scripted demos (envs.collect) -> train the tiny π0.5 with the pruner (services.train)
--> serve the checkpoint twice, pruner on and pruner off (services.serve) -> roll both out
-through openpi-client (services.rollout) -> per-task success and kept tokens side by side,
-OUT/results.json = {"pruned": RESULTS, "unpruned": RESULTS}, and a plot of success against
-kept tokens. A rerun with the same OUT reuses the dataset and the finished training run.
+On one embedded local Ray: collect scripted demos (envs.collect) -> fine-tune the committed
+reference policy (models/reference/, services/reference.py) with the pruner on Ray Train
+DDP workers (services.train) -> serve three policies on one Ray Serve (services.serve):
+the fine-tuned one pruned, the same weights unpruned, and the reference with the
+training-free `lightvla` selector at the same budget -> roll each out through openpi-client
+on LIBERO's 50 episodes per task (services.rollout) -> per-task success with Wilson
+intervals and kept tokens side by side, OUT/results.json = {"pruned": RESULTS,
+"unpruned": RESULTS, "lightvla": RESULTS}, and a plot of success against kept tokens.
+A rerun with the same OUT reuses the dataset and the finished fine-tuning run.
 """
 
 from __future__ import annotations
@@ -19,12 +23,20 @@ from typing import Any
 
 from policies.pruning.config import PrunerConfig
 from prunepi import env
+from services import reference as ref_recipe
 from services.rollout.config import REPORT_BLOCK, RolloutConfig, check_init_block
+
+# Served variants, in table order: (name, what it is)
+VARIANTS = (
+    ("pruned", "fine-tuned with the pruner, pruned"),
+    ("unpruned", "the same weights, pruner off"),
+    ("lightvla", "the reference, training-free lightvla at the same budget"),
+)
 
 
 def _demo_pruner() -> PrunerConfig:
-    # The residual scorer (docs/collapse-notes.md) with a fixed budget: half of the valid patches,
-    # so kept tokens are comparable across tasks and the pruned model cannot go blind.
+    # The residual scorer (docs/collapse-notes.md) with a fixed budget: half of the valid
+    # patches, so kept tokens are comparable across tasks and with the training-free point.
     return PrunerConfig(enabled=True, scorer="residual", budget="keep_ratio", keep_ratio=0.5)
 
 
@@ -33,29 +45,29 @@ class DemoConfig:
     """Sized to finish within 30 minutes on 2 CPU cores."""
 
     out: str = "runs/demo"  # data/, train/, rollouts/, results.json, the plot
-    suite: str = "goal"  # envs suite to collect, train and evaluate on
-    demos_per_task: int = 30  # scripted expert demos kept per task
-    # LIBERO-style init regions: each object within +-init_spread m of a fixed home (LIBERO's
-    # BDDL regions are a few cm); None = anywhere on the table, far harder for a tiny model.
-    init_spread: float | None = 0.03
-    # Camera side in px, also the model's input side (multiple of 14): 56 trains 2.3x more
-    # samples/s than the tiny preset's 112 on 2 CPUs.
-    image_size: int = 56
-    train_steps: int = 2000  # optimizer steps of the tiny preset (~9 min on 2 idle CPUs)
+    # the policy to fine-tune: the committed reference (`make reference` rebuilds it); the
+    # suite, init regions and camera size below are the ones it was trained for
+    reference: str = ref_recipe.MODEL_DIR
+    suite: str = ref_recipe.SUITE  # envs suite to collect, fine-tune and evaluate on
+    init_spread: float | None = ref_recipe.INIT_SPREAD  # LIBERO-style init regions (m)
+    demos_per_task: int = 50  # scripted expert demos per task for the fine-tuning
+    train_steps: int = 1000  # fine-tuning optimizer steps
     train_workers: int = 2  # Ray Train DDP workers
     batch_size: int = 32  # global batch
-    lr: float = 3e-3  # peak learning rate (the tiny preset's 1e-3 learns too slowly here)
-    augment: bool = False  # openpi's image augmentation (off: fits faster in a short run)
+    lr: float = 3e-4  # peak learning rate: a fine-tune, below the reference's 2e-3
+    warmup_steps: int = 50  # linear warmup steps
+    decay_lr: float = 3e-5  # final learning rate of the cosine decay
     pruning: PrunerConfig = field(default_factory=_demo_pruner)  # trained and served pruner
-    episodes_per_task: int = 10  # rollout episodes per task and per variant
+    episodes_per_task: int = 50  # rollout episodes per task and per variant (LIBERO's 50)
     max_steps: int | None = None  # policy steps per episode (None: the suite's limit)
     rollout_workers: int = 2  # Ray actors per rollout
-    num_cpus: int = 2  # CPUs of the embedded Ray (on a cluster: the CPUs the demo reserves)
+    envs_per_worker: int = 4  # episodes each actor steps in lockstep (batched queries)
+    num_cpus: int = 2  # CPUs of the embedded local Ray (on a cluster: the CPUs the demo reserves)
     # Ray cluster to join (HOST:PORT, "auto", ray://HOST:PORT); None: RAY_ADDRESS if set (as
     # `ray job submit` sets it), else the embedded local Ray; "local": always embedded. Every
     # stage runs on this one connection.
     address: str | None = None
-    seed: int = 0  # collection and training seed (rollouts use openpi's 7)
+    seed: int = 0  # collection and fine-tuning seed (rollouts use openpi's 7)
     fresh: bool = False  # delete OUT first instead of reusing its data and training run
 
     def validate(self) -> None:
@@ -66,21 +78,33 @@ class DemoConfig:
             "batch_size",
             "episodes_per_task",
             "rollout_workers",
+            "envs_per_worker",
             "num_cpus",
         ):
             if getattr(self, f) <= 0:
                 raise ValueError(f"{f} must be positive, got {getattr(self, f)}")
-        if not self.pruning.enabled:
-            raise ValueError(f"pruning.enabled must be True for the demo, got {self.pruning}")
+        if not self.pruning.enabled or self.pruning.budget != "keep_ratio":
+            raise ValueError(
+                f"pruning must be enabled with budget 'keep_ratio' (the training-free point is "
+                f"taken at the same ratio), got enabled={self.pruning.enabled} "
+                f"budget={self.pruning.budget!r}"
+            )
         env.check_address("address", self.address)
         check_init_block(self.suite, REPORT_BLOCK, self.episodes_per_task)
+
+    def check_reference(self) -> int:
+        """The reference folder loads; -> its camera side (the demos' and rollouts' size)."""
+        from policies.loading import LoadOptions, plan_load
+
+        plan = plan_load(Path(self.reference), LoadOptions(), prune=False)
+        return plan.model.vision.image_size
 
 
 def _stage(name: str, t0: float) -> None:
     print(f"[demo] {name} done at {time.monotonic() - t0:.0f} s", flush=True)
 
 
-def collect(cfg: DemoConfig, out: Path) -> Path:
+def collect(cfg: DemoConfig, out: Path, image_size: int) -> Path:
     from envs.collect import CollectConfig, run_collect
 
     data = out / "data"
@@ -92,7 +116,7 @@ def collect(cfg: DemoConfig, out: Path) -> Path:
             suite=cfg.suite,
             episodes_per_task=cfg.demos_per_task,
             out=data,
-            image_size=cfg.image_size,
+            image_size=image_size,
             num_workers=cfg.num_cpus,
             seed=cfg.seed,
             progress=False,
@@ -102,25 +126,31 @@ def collect(cfg: DemoConfig, out: Path) -> Path:
 
 
 def train(cfg: DemoConfig, data: Path, out: Path) -> Path:
-    """-> the last checkpoint folder (RUN/checkpoints/<step>/)."""
+    """Fine-tune the reference with the pruner; -> the last checkpoint folder. The
+    reference's norm stats and tokenizer are kept (its weights were trained on them)."""
+    from policies.loading import LoadOptions, plan_load
     from services.train.config import TrainConfig
     from services.train.driver import run_train
     from services.train.state import latest_checkpoint
 
+    ref = Path(cfg.reference).resolve()
     run = run_train(
         TrainConfig(
-            preset="tiny",
+            preset="reference",
             data=str(data),
             out=str(out / "train"),
+            init_from=str(ref),
+            norm_stats=str(plan_load(ref, LoadOptions(), prune=False).norm_stats),
             workers=cfg.train_workers,
             resume=True,  # a rerun continues (or skips) the same run
             steps=cfg.train_steps,
             batch_size=cfg.batch_size,
             lr=cfg.lr,
+            warmup_steps=cfg.warmup_steps,
+            decay_lr=cfg.decay_lr,
             save_every=cfg.train_steps,
             log_every=25,
-            image_size=cfg.image_size,
-            augment=cfg.augment,
+            augment=False,
             pruning=cfg.pruning,
             seed=cfg.seed,
             cpus_per_worker=cfg.num_cpus / cfg.train_workers,
@@ -144,16 +174,29 @@ def rollout_config(cfg: DemoConfig, ws_url: str, results: Path, cpus: float) -> 
         init_state_start=REPORT_BLOCK,
         out=str(results),
         num_workers=cfg.rollout_workers,
+        envs_per_worker=cfg.envs_per_worker,
         num_cpus_per_worker=cpus / cfg.rollout_workers,
         max_steps=cfg.max_steps,
-        image_size=cfg.image_size,
         init_spread=cfg.init_spread,
     )
 
 
+def served_variants(cfg: DemoConfig, checkpoint: Path) -> dict[str, dict[str, Any]]:
+    """ServeConfig fields of each variant: the fine-tuned checkpoint with its pruner on and
+    off, and the reference pruned by the parameter-free scorer at the demo's keep ratio."""
+    from policies.pruning.training_free import selector_config
+
+    lightvla = selector_config("lightvla", cfg.pruning.keep_ratio, PrunerConfig())
+    return {
+        "pruned": {"checkpoint": str(checkpoint), "prune": None},  # the checkpoint's pruner
+        "unpruned": {"checkpoint": str(checkpoint), "prune": False},
+        "lightvla": {"checkpoint": str(Path(cfg.reference).resolve()), "pruning": lightvla},
+    }
+
+
 def evaluate(cfg: DemoConfig, checkpoint: Path, out: Path) -> dict[str, Any]:
-    """Serve the checkpoint twice on one Serve, pruner on ("/pruned") and off ("/unpruned"),
-    and roll each out through openpi-client."""
+    """Serve the variants as apps of one Serve ("/pruned", "/unpruned", "/lightvla") and
+    roll each out through openpi-client."""
     import logging
     import socket
 
@@ -166,17 +209,18 @@ def evaluate(cfg: DemoConfig, checkpoint: Path, out: Path) -> dict[str, Any]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    # Half the CPUs reserved for the two replicas (one serves at a time), half for the actors.
+    # Half the CPUs reserved for the replicas (one serves at a time), half for the actors.
     share = cfg.num_cpus / 2
+    variants = served_variants(cfg, checkpoint)
     handles = {}
     try:
-        for name, prune in (("pruned", None), ("unpruned", False)):
+        for name, fields in variants.items():
             handles[name] = start_serve(
                 ServeConfig(
-                    checkpoint=str(checkpoint),
+                    **fields,
                     port=port,
-                    prune=prune,  # None: the checkpoint's pruner; False: same weights, unpruned
-                    num_cpus_per_replica=share / 2,
+                    num_cpus_per_replica=share / len(variants),
+                    max_batch_size=cfg.envs_per_worker * cfg.rollout_workers,
                     app_name=name,
                     log_level="WARNING",  # the results table is what the terminal is for
                     access_log=False,
@@ -199,20 +243,20 @@ def side_by_side(results: dict[str, Any]) -> str:
     """Per task, each variant's `rate [95% CI] n=N` and kept tokens (format_success)."""
     from services.rollout.driver import format_success
 
-    p, u = results["pruned"], results["unpruned"]
-    rows = [
-        f"{'task':<56} {'pruned: success':>25} {'kept':>6} | {'unpruned: success':>25} {'kept':>6}"
-    ]
-    for task in p["tasks"]:
-        a, b = p["tasks"][task], u["tasks"][task]
-        rows.append(
-            f"{task[:56]:<56} {format_success(a):>25} {a['kept_tokens_mean']:>6.1f} | "
-            f"{format_success(b):>25} {b['kept_tokens_mean']:>6.1f}"
+    names = [n for n, _ in VARIANTS if n in results]
+    first = results[names[0]]
+    head = " | ".join(f"{n + ': success':>25} {'kept':>6}" for n in names)
+    rows = [f"{'task':<56} {head}"]
+
+    def cells(pick) -> str:
+        return " | ".join(
+            f"{format_success(pick(results[n])):>25} {pick(results[n])['kept_tokens_mean']:>6.1f}"
+            for n in names
         )
-    rows.append(
-        f"{'all':<56} {format_success(p):>25} {p['kept_tokens_mean']:>6.1f} | "
-        f"{format_success(u):>25} {u['kept_tokens_mean']:>6.1f}   (of {p['total_tokens']})"
-    )
+
+    for task in first["tasks"]:
+        rows.append(f"{task[:56]:<56} {cells(lambda r, t=task: r['tasks'][t])}")
+    rows.append(f"{'all':<56} {cells(lambda r: r)}   (of {first['total_tokens']})")
     return "\n".join(rows)
 
 
@@ -224,32 +268,48 @@ def _yerr(rows: list[dict[str, Any]]) -> list[list[float]]:
     ]
 
 
+MARKERS = {"pruned": ("o", None), "unpruned": ("s", "none"), "lightvla": ("^", "none")}
+
+
 def plot(results: dict[str, Any], path: Path) -> Path:
-    """Success against kept tokens, each point with its 95 % Wilson interval as error bar."""
+    """Success against kept tokens, each point with its 95 % Wilson interval as error bar:
+    per task a line through its variants, overall a black marker per variant."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    p, u = results["pruned"], results["unpruned"]
+    names = [n for n, _ in VARIANTS if n in results]
+    first = results[names[0]]
     bar = dict(capsize=3, elinewidth=1)
-    for i, task in enumerate(p["tasks"]):
-        a, b = p["tasks"][task], u["tasks"][task]
-        xs = [a["kept_tokens_mean"], b["kept_tokens_mean"]]
-        ys = [a["success_rate"], b["success_rate"]]
-        ax.plot(xs, ys, "-", color=f"C{i}", alpha=0.5)
-        ax.errorbar(xs[0], ys[0], _yerr([a]), fmt="o", color=f"C{i}", label=task[:48], **bar)
-        ax.errorbar(xs[1], ys[1], _yerr([b]), fmt="s", color=f"C{i}", mfc="none", **bar)
-    for r, mfc, label in ((p, "k", "all tasks, pruned"), (u, "none", "all, unpruned")):
-        x, y = r["kept_tokens_mean"], r["success_rate"]
-        ax.errorbar(x, y, _yerr([r]), fmt="k*", ms=14, mfc=mfc, label=label, **bar)
-    block = p["init_states"]
-    ax.set_xlabel(f"visual tokens kept (of {p['total_tokens']})")
+    for i, task in enumerate(first["tasks"]):
+        rows = [results[n]["tasks"][task] for n in names]
+        xs, ys = [r["kept_tokens_mean"] for r in rows], [r["success_rate"] for r in rows]
+        ax.plot(xs, ys, "-", color=f"C{i}", alpha=0.4)
+        for k, (name, row) in enumerate(zip(names, rows)):
+            fmt, mfc = MARKERS[name]
+            label = task[:48] if k == 0 else None
+            ax.errorbar(
+                xs[k], ys[k], _yerr([row]), fmt=fmt, color=f"C{i}", mfc=mfc, label=label, **bar
+            )
+    for name in names:
+        r, (fmt, mfc) = results[name], MARKERS[name]
+        ax.errorbar(
+            r["kept_tokens_mean"],
+            r["success_rate"],
+            _yerr([r]),
+            fmt="k" + fmt,
+            ms=11,
+            mfc=mfc,
+            label=f"all tasks: {name}",
+            **bar,
+        )
+    ax.set_xlabel(f"visual tokens kept (of {first['total_tokens']})")
     ax.set_ylabel("success rate (bars: 95 % Wilson interval)")
     ax.set_ylim(-0.05, 1.05)
     ax.set_title(
-        f"pruned (filled) vs the same policy unpruned (open), {block['count']} episodes per task"
+        f"{' / '.join(names)}, {first['init_states']['count']} episodes per task", fontsize=9
     )
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
@@ -260,6 +320,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     cfg.validate()
+    image_size = cfg.check_reference()  # a missing or broken reference fails before Ray
     out = Path(cfg.out).resolve()
     if cfg.fresh and out.exists():
         shutil.rmtree(out)
@@ -268,10 +329,10 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     t0 = time.monotonic()
     started = env.connect_ray(cfg.address, num_cpus=cfg.num_cpus)
     try:
-        data = collect(cfg, out)
+        data = collect(cfg, out, image_size)
         _stage(f"collect ({data})", t0)
         checkpoint = train(cfg, data, out)
-        _stage(f"train ({checkpoint})", t0)
+        _stage(f"fine-tune ({checkpoint})", t0)
         results = evaluate(cfg, checkpoint, out)
         _stage("serve + rollouts", t0)
     finally:

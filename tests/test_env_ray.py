@@ -83,6 +83,7 @@ def test_connect_ray_refuses_a_blank_address(fake_ray):
 def _configs(tmp_path):
     from envs.collect import CollectConfig
     from services.demo import DemoConfig
+    from services.reference import ReferenceConfig
     from services.rollout import RolloutConfig
     from services.serve import ServeConfig
     from services.train.config import TrainConfig
@@ -97,6 +98,7 @@ def _configs(tmp_path):
         "rollout": lambda a: RolloutConfig(checkpoint=str(ckpt), address=a).validate(),
         "collect": lambda a: CollectConfig(address=a, out=tmp_path / "d"),
         "demo": lambda a: DemoConfig(address=a).validate(),
+        "reference": lambda a: ReferenceConfig(address=a).validate(),
     }
 
 

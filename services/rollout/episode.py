@@ -97,10 +97,20 @@ class EpisodeRun:
         self.result.total_tokens = int(pruning.get("total_tokens", 0))
 
     def step(self) -> None:
-        """Execute the next planned action (the caller gave a chunk when `needs_chunk`)."""
+        """Execute the next planned action (the caller gave a chunk when `needs_chunk`).
+
+        While actions remain planned nobody reads the next observation, so an env that can
+        step without rendering it (our TabletopEnv's `step_unobserved`) does: the same
+        physics, a fraction of the cost. Only the step before a query renders.
+        """
         if self.done or not self.plan:
             raise RuntimeError("step: episode finished or no action planned (call give first)")
-        self.obs, _, terminated, _, info = self.env.step(self.plan.popleft())
+        action = self.plan.popleft()
+        blind = getattr(self.env, "step_unobserved", None)
+        if self.plan and not self.record and blind is not None:
+            _, terminated, _, info = blind(action)
+        else:
+            self.obs, _, terminated, _, info = self.env.step(action)
         self.result.length += 1
         if terminated or info.get("success"):
             self.result.success = True

@@ -62,18 +62,20 @@ TRAIN_PRESETS: dict[str, TrainPreset] = {
         save_every=50,
         log_every=1,
     ),
-    # The reference policy (`make reference`, models/reference/): the tiny model on the goal
-    # suite at 112 px, 100 demos a task, trained unpruned on 2 CPU workers in about an hour.
-    # A higher LR than `tiny` (the demo measured 1e-3 too slow for short CPU runs) and an EMA
-    # of the weights, which openpi evaluates (`pi05_libero`: 0.999).
+    # The reference policy (`make reference`, models/reference/): the tiny model on the
+    # spatial suite at 112 px, 200 demos a task, trained unpruned on 2 CPU workers in about 80
+    # minutes. A higher LR than `tiny` (the demo measured 1e-3 too slow for short CPU runs), a
+    # long cosine to a low final LR (success rose only as the LR fell:
+    # reports/reference_attempt_1.md) and an EMA of the weights, which openpi evaluates
+    # (`pi05_libero`: 0.999).
     "reference": TrainPreset(
         model="tiny",
-        steps=6000,
+        steps=9000,
         batch_size=32,
         lr=2e-3,
         warmup_steps=200,
         decay_steps=None,
-        decay_lr=1e-4,
+        decay_lr=5e-5,
         ema_decay=0.999,
         precision="float32",
         gradient_checkpointing=False,
@@ -112,6 +114,10 @@ class TrainConfig:
     resume: bool = False  # continue RUN from its latest checkpoint (same step, data, noise)
     init_from: str = ""  # openpi checkpoint folder (model.safetensors) to fine-tune; "": scratch
     tokenizer_path: str = ""  # PaliGemma sentencepiece .model; "": fit one on the task strings
+    # norm_stats.json (or its folder) to normalize with, e.g. the fine-tuned checkpoint's
+    # assets/<asset_id>/ (openpi's AssetsConfig reuses a base checkpoint's); "": computed
+    # from `data`
+    norm_stats: str = ""
     # -- recipe (None: the preset's value) -----------------------------------------------
     steps: int | None = None  # total optimizer steps
     batch_size: int | None = None  # global batch, divisible by workers

@@ -28,8 +28,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from policies.loading import PALIGEMMA_TOKENIZER, check_tokenizer_fits, checkpoint_tokenizer
-from policies.normalize import save_norm_stats
+from policies.loading import (
+    PALIGEMMA_TOKENIZER,
+    check_tokenizer_fits,
+    checkpoint_tokenizer,
+    norm_stats_file,
+)
+from policies.normalize import NormStats, load_norm_stats, save_norm_stats
 from policies.pi05.checkpoint import MODEL_FILE, config_from_checkpoint
 from policies.pi05.config import Pi05Config, from_openpi_fixture_config, get_preset
 from policies.policy import CONFIG_FILE, PolicyConfig
@@ -111,6 +116,22 @@ def tokenizer_source(cfg: TrainConfig) -> Path | None:
     )
 
 
+def given_norm_stats(cfg: TrainConfig, ds) -> dict[str, NormStats] | None:
+    """`cfg.norm_stats` read and checked against the dataset's widths; None when not given."""
+    if not cfg.norm_stats:
+        return None
+    path = norm_stats_file(cfg.norm_stats, "train.norm_stats")
+    stats = load_norm_stats(path)
+    for key, width in (("state", ds.state_dim), ("actions", ds.action_dim)):
+        got = len(stats[key].mean) if key in stats else None
+        if got != width:
+            raise ValueError(
+                f"train.norm_stats {path}: {key!r} has {got} dims, the dataset {cfg.data} "
+                f"has {width}"
+            )
+    return stats
+
+
 def prepare_assets(
     cfg: TrainConfig, run: Path, model_cfg: Pi05Config, reuse: bool = True
 ) -> tuple[PolicyConfig, Path, Path]:
@@ -133,7 +154,7 @@ def prepare_assets(
     tok_source = None if tok_path.is_file() else tokenizer_source(cfg)
     stats_path = assets / "norm_stats.json"
     if not stats_path.is_file():
-        save_norm_stats(compute_norm_stats(data), stats_path)
+        save_norm_stats(given_norm_stats(cfg, ds) or compute_norm_stats(data), stats_path)
     if not tok_path.is_file():
         assets.mkdir(parents=True, exist_ok=True)
         if tok_source is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from policies.pruning.config import PrunerConfig
-from services.demo import DemoConfig, plot, rollout_config, side_by_side
+from services.demo import DemoConfig, plot, rollout_config, served_variants, side_by_side
 from services.rollout.config import REPORT_BLOCK
 from services.rollout.driver import episode_jobs
 from services.rollout.episode import EpisodeResult
@@ -28,14 +28,26 @@ def _results(wins: tuple[int, int], kept: int, n: int = 4) -> dict:
 
 
 def test_side_by_side_and_plot(tmp_path):
-    results = {"pruned": _results((2, 2), 32), "unpruned": _results((3, 3), 128)}
+    results = {
+        "pruned": _results((2, 2), 32),
+        "unpruned": _results((3, 3), 128),
+        "lightvla": _results((1, 0), 32),
+    }
     for r in results.values():
         validate_results(r)
     table = side_by_side(results)
     # rates with their Wilson intervals and episode counts: 2/4 -> [0.15, 0.85]
     assert "put the red block in the bowl" in table and "128.0" in table
-    assert "0.50 [0.15, 0.85] n=4" in table and "0.75 [0.30, 0.95] n=4" in table
-    assert "0.75 [0.41, 0.93] n=8" in table  # all tasks: 6 of 8
+    lines = table.splitlines()
+    assert "pruned: success" in lines[0] and lines[0].index("unpruned") < lines[0].index("lightvla")
+    first = lines[1]  # task 0: pruned 2/4, unpruned 3/4, lightvla 1/4, in that order
+    cells = [
+        first.index(c)
+        for c in ("0.50 [0.15, 0.85] n=4", "0.75 [0.30, 0.95] n=4", "0.25 [0.05, 0.70] n=4")
+    ]
+    assert cells == sorted(cells)
+    assert "0.75 [0.41, 0.93] n=8" in lines[-1]  # all tasks, unpruned: 6 of 8
+    assert "0.12 [0.02, 0.47] n=8" in lines[-1]  # lightvla: 1 of 8
     path = plot(results, tmp_path / "plot.png")
     assert path.stat().st_size > 1000
 
@@ -53,7 +65,7 @@ def test_plot_draws_the_intervals_as_error_bars(tmp_path, monkeypatch):
     monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", recording)
     results = {"pruned": _results((0, 4), 32), "unpruned": _results((1, 4), 128)}
     plot(results, tmp_path / "plot.png")
-    assert len(bars) == 6  # 2 tasks x 2 variants + the 2 overall stars
+    assert len(bars) == 6  # 2 tasks x 2 variants + the 2 overall markers
     lo, hi = wilson_interval(0, 4)
     assert bars[0] == [[0.0], [pytest.approx(hi)]]  # 0 of 4: nothing below, up to the bound
 
@@ -67,10 +79,28 @@ def test_demo_rolls_out_on_the_report_block():
         DemoConfig(episodes_per_task=201).validate()
 
 
-def test_demo_config_errors_name_the_field():
+def test_demo_config_errors_name_the_field(tmp_path):
     with pytest.raises(ValueError, match="train_steps must be positive, got 0"):
         DemoConfig(train_steps=0).validate()
-    with pytest.raises(ValueError, match="pruning.enabled must be True"):
+    with pytest.raises(ValueError, match="pruning must be enabled with budget 'keep_ratio'"):
         DemoConfig(pruning=PrunerConfig(enabled=False)).validate()
+    adaptive = PrunerConfig(enabled=True, budget="adaptive")
+    with pytest.raises(ValueError, match="budget='adaptive'"):
+        DemoConfig(pruning=adaptive).validate()
+    with pytest.raises(ValueError, match=str(tmp_path / "none")):
+        DemoConfig(reference=str(tmp_path / "none")).check_reference()
     DemoConfig().validate()
     assert dataclasses.asdict(DemoConfig())["pruning"]["enabled"]
+
+
+def test_demo_serves_the_training_free_point_at_its_own_budget(tmp_path):
+    pruning = PrunerConfig(enabled=True, scorer="residual", budget="keep_ratio", keep_ratio=0.25)
+    cfg = DemoConfig(reference=str(tmp_path / "ref"), pruning=pruning)
+    variants = served_variants(cfg, tmp_path / "ft")
+    assert list(variants) == ["pruned", "unpruned", "lightvla"]
+    assert variants["pruned"] == {"checkpoint": str(tmp_path / "ft"), "prune": None}
+    assert variants["unpruned"]["prune"] is False
+    light = variants["lightvla"]
+    assert light["checkpoint"] == str((tmp_path / "ref").resolve())
+    p = light["pruning"]
+    assert (p.enabled, p.scorer, p.budget, p.keep_ratio) == (True, "lightvla", "keep_ratio", 0.25)
