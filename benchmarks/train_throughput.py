@@ -26,7 +26,7 @@ from prunepi import env
 
 
 def collect(out: Path, image_size: int) -> Path:
-    from envs.collect import CollectConfig, run_collect
+    from services.collect import CollectConfig, run_collect
 
     cfg = CollectConfig(
         suite="spatial",

@@ -8,12 +8,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from prunepi.files import write_text
 
 EPS = 1e-6
 
@@ -73,10 +73,7 @@ def save_norm_stats(stats: dict[str, NormStats], path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     body = json.dumps({"norm_stats": {k: v.to_json() for k, v in stats.items()}}, indent=1)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(body)
-    os.replace(tmp, path)
+    write_text(path, body)
 
 
 def load_norm_stats(path: Path) -> dict[str, NormStats]:

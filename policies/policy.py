@@ -29,7 +29,6 @@ from policies.pi05.checkpoint import (
     MODEL_FILE,
     load_openpi_weights,
     save_openpi_weights,
-    umask_mode,
 )
 from policies.pi05.config import Pi05Config
 from policies.pi05.model import Observation, Pi05Model
@@ -44,6 +43,7 @@ from policies.transforms import (
     parse_state,
     resize_with_pad,
 )
+from prunepi.files import umask_mode
 
 CONFIG_FILE = "config.json"
 

@@ -30,7 +30,7 @@ env.apply_defaults()
 # name -> (module, config class, run function, one-line description)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "collect": (
-        "envs.collect",
+        "services.collect",
         "CollectConfig",
         "run_collect",
         "scripted-expert demos in the LeRobot layout, on Ray actors",

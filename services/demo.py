@@ -1,6 +1,6 @@
 """`prunepi demo`: the whole loop, starting where our users start: from a trained policy.
 
-On one embedded local Ray: collect scripted demos (envs.collect) -> fine-tune the committed
+On one embedded local Ray: collect scripted demos (services.collect) -> fine-tune the committed
 reference policy (models/reference/, services/reference.py) with the pruner on Ray Train
 DDP workers (services.train) -> serve three policies on one Ray Serve (services.serve):
 the fine-tuned one pruned, the same weights unpruned, and the reference with the
@@ -105,24 +105,22 @@ def _stage(name: str, t0: float) -> None:
 
 
 def collect(cfg: DemoConfig, out: Path, image_size: int) -> Path:
-    from envs.collect import CollectConfig, run_collect
-
+    """The fine-tuning demos (OUT/data), collected as the reference's are, fewer of them."""
     data = out / "data"
     if (data / "meta" / "info.json").is_file():
         print(f"[demo] reusing dataset {data}")
         return data
-    return run_collect(
-        CollectConfig(
-            suite=cfg.suite,
-            episodes_per_task=cfg.demos_per_task,
-            out=data,
-            image_size=image_size,
-            num_workers=cfg.num_cpus,
-            seed=cfg.seed,
-            progress=False,
-            init_spread=cfg.init_spread,
-        )
+    recipe = ref_recipe.ReferenceConfig(
+        run=str(out),
+        suite=cfg.suite,
+        demos_per_task=cfg.demos_per_task,
+        image_size=image_size,
+        init_spread=cfg.init_spread,
+        seed=cfg.seed,
+        num_cpus=cfg.num_cpus,
+        address=cfg.address,
     )
+    return ref_recipe.collect(recipe)
 
 
 def train(cfg: DemoConfig, data: Path, out: Path) -> Path:

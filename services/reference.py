@@ -35,7 +35,7 @@ class ReferenceConfig:
     suite: str = SUITE  # envs suite of the demos
     demos_per_task: int = 200  # scripted expert demos per task (they cost about 0.1 s each)
     image_size: int = IMAGE_SIZE  # camera side in px (multiple of 14)
-    init_spread: float = INIT_SPREAD  # LIBERO-style init regions (m)
+    init_spread: float | None = INIT_SPREAD  # LIBERO-style init regions (m); None: anywhere
     preset: str = "reference"  # training preset (steps, batch, LR schedule, EMA)
     workers: int = 2  # Ray Train DDP workers, one CPU each
     augment: bool = False  # off: the schedule is short and the demos are many
@@ -52,7 +52,8 @@ class ReferenceConfig:
 
 
 def collect(cfg: ReferenceConfig) -> Path:
-    from envs.collect import CollectConfig, run_collect
+    """Scripted demos into RUN/data (replacing what is there)."""
+    from services.collect import CollectConfig, run_collect
 
     return run_collect(
         CollectConfig(

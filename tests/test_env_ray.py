@@ -81,7 +81,7 @@ def test_connect_ray_refuses_a_blank_address(fake_ray):
 
 
 def _configs(tmp_path):
-    from envs.collect import CollectConfig
+    from services.collect import CollectConfig
     from services.demo import DemoConfig
     from services.reference import ReferenceConfig
     from services.rollout import RolloutConfig

@@ -13,9 +13,7 @@ go to `pruner.safetensors` beside it.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
@@ -24,6 +22,7 @@ from safetensors.torch import save_file
 
 from policies.pi05.config import GemmaConfig, Pi05Config
 from policies.pi05.model import Pi05Model
+from prunepi.files import write_with
 
 PREFIX = "paligemma_with_expert."
 EMBED_KEY = PREFIX + "paligemma.model.language_model.embed_tokens.weight"
@@ -150,30 +149,10 @@ def openpi_state_dict(model: Pi05Model) -> dict[str, torch.Tensor]:
     return sd
 
 
-def umask_mode(mode: int) -> int:
-    """`mode` less the process umask: what open()/mkdir() would have given the file.
-
-    tempfile's mkstemp/mkdtemp create 0600/0700 whatever the umask; checkpoints are read by
-    other processes and users of a cluster (serving, evaluation), so they get the normal mode.
-    """
-    current = os.umask(0)
-    os.umask(current)
-    return mode & ~current
-
-
 def atomic_save_file(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """Write a safetensors file via a temp file in the same folder and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, umask_mode(0o666))
-    try:
-        save_file({k: v.cpu().contiguous() for k, v in tensors.items()}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write a safetensors file atomically (prunepi/files.py)."""
+    cpu = {k: v.cpu().contiguous() for k, v in tensors.items()}
+    write_with(path, lambda tmp: save_file(cpu, tmp))
 
 
 def save_openpi_weights(model: Pi05Model, folder: Path) -> Path:

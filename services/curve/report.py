@@ -13,12 +13,12 @@ A point record (one per rollout, in curve.json's "points"):
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from prunepi.files import write_text
 from services.curve.config import UNPRUNED, Point
 from services.rollout.stats import wilson_interval
 
@@ -108,18 +108,8 @@ def _size(p: dict[str, Any]) -> tuple[float, float]:
     return (-1.0 if p["budget"] is None else p["budget"], p["kept_tokens_mean"])
 
 
-def write_atomic(path: Path, text: str) -> Path:
-    """Temp file, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
-
-
 def write_json(curve: dict[str, Any], path: Path) -> Path:
-    return write_atomic(path, json.dumps(curve, indent=1) + "\n")
+    return write_text(path, json.dumps(curve, indent=1) + "\n")
 
 
 def csv_rows(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -149,14 +139,11 @@ def csv_rows(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_csv(points: list[dict[str, Any]], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(csv_rows(points))
-    os.replace(tmp, path)
-    return path
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    writer.writerows(csv_rows(points))
+    return write_text(path, buf.getvalue())
 
 
 def _ci(r: dict[str, Any]) -> str:
@@ -243,4 +230,4 @@ def _task_table(points: list[dict[str, Any]], tasks: list[str]) -> list[str]:
 
 
 def write_markdown(curve: dict[str, Any], path: Path) -> Path:
-    return write_atomic(path, markdown(curve))
+    return write_text(path, markdown(curve))

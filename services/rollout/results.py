@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from prunepi.files import write_text
 from services.rollout.episode import EpisodeResult
 from services.rollout.stats import wilson_interval
 
@@ -114,13 +113,7 @@ def aggregate(episodes: Iterable[EpisodeResult]) -> dict[str, Any]:
 
 def write_results(results: dict[str, Any], path: str | Path) -> Path:
     """Atomic write (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(results, f, indent=1)
-    os.replace(tmp, path)
-    return path
+    return write_text(path, json.dumps(results, indent=1))
 
 
 def _check_success(where: str, row: dict[str, Any]) -> None:

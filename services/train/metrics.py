@@ -10,14 +10,14 @@ past its starting step, so every step appears exactly once however often it rest
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from prunepi.files import write_text
 
 METRICS_FILE = "metrics.jsonl"
 WANDB_ID_FILE = "wandb_id.txt"
@@ -52,10 +52,7 @@ class MetricsLog:
                     kept.append(line)
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue  # a line cut by a crash mid-write
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=METRICS_FILE, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        write_text(self.path, "".join(line + "\n" for line in kept))
         return len(kept)
 
     def write(self, record: dict[str, Any]) -> None:

@@ -9,10 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import envs
-from envs.collect import CollectConfig, run_collect
 from envs.dataset import LeRobotDataset
 from envs.demos import record_expert_episode
 from envs.experts import make_expert
+from services.collect import CollectConfig, run_collect
 
 SIZE = 32
 

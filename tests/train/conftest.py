@@ -35,7 +35,7 @@ def train_ray():
 def collected(train_ray, tmp_path_factory):
     """A tiny dataset collected by the scripted experts: spatial suite, 1 demo per task
     (4 episodes, ~160 frames), 32 px cameras."""
-    from envs.collect import CollectConfig, run_collect
+    from services.collect import CollectConfig, run_collect
 
     out = tmp_path_factory.mktemp("collect") / "demos"
     cfg = CollectConfig(

@@ -117,7 +117,7 @@ def test_tune_outputs_show_the_interval_and_episodes(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def demos(tmp_path_factory):
-    from envs.collect import CollectConfig, run_collect
+    from services.collect import CollectConfig, run_collect
 
     out = tmp_path_factory.mktemp("tune_data") / "demos"
     return run_collect(
