@@ -19,19 +19,19 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policies.pruning.config import PrunerConfig
 from prunepi import env
 from services import reference as ref_recipe
 from services.rollout.config import REPORT_BLOCK, RolloutConfig, check_init_block
 
-# Served variants, in table order: (name, what it is)
-VARIANTS = (
-    ("pruned", "fine-tuned with the pruner, pruned"),
-    ("unpruned", "the same weights, pruner off"),
-    ("lightvla", "the reference, training-free lightvla at the same budget"),
-)
+if TYPE_CHECKING:
+    from policies.loading import LoadPlan
+
+# Served variants in table order, with their plot marker and face colour: the fine-tuned
+# policy pruned, the same weights unpruned, the reference pruned training-free (lightvla).
+VARIANTS = {"pruned": ("o", None), "unpruned": ("s", "none"), "lightvla": ("^", "none")}
 
 
 def _demo_pruner() -> PrunerConfig:
@@ -92,12 +92,12 @@ class DemoConfig:
         env.check_address("address", self.address)
         check_init_block(self.suite, REPORT_BLOCK, self.episodes_per_task)
 
-    def check_reference(self) -> int:
-        """The reference folder loads; -> its camera side (the demos' and rollouts' size)."""
+    def check_reference(self) -> LoadPlan:
+        """The reference folder's LoadPlan (its sizes, norm stats and tokenizer), read once
+        before Ray starts so that a missing or broken reference fails at once."""
         from policies.loading import LoadOptions, plan_load
 
-        plan = plan_load(Path(self.reference), LoadOptions(), prune=False)
-        return plan.model.vision.image_size
+        return plan_load(Path(self.reference), LoadOptions(), prune=False)
 
 
 def _stage(name: str, t0: float) -> None:
@@ -123,10 +123,9 @@ def collect(cfg: DemoConfig, out: Path, image_size: int) -> Path:
     return ref_recipe.collect(recipe)
 
 
-def train(cfg: DemoConfig, data: Path, out: Path) -> Path:
+def train(cfg: DemoConfig, data: Path, out: Path, norm_stats: Path) -> Path:
     """Fine-tune the reference with the pruner; -> the last checkpoint folder. The
     reference's norm stats and tokenizer are kept (its weights were trained on them)."""
-    from policies.loading import LoadOptions, plan_load
     from services.train.config import TrainConfig
     from services.train.driver import run_train
     from services.train.state import latest_checkpoint
@@ -138,7 +137,7 @@ def train(cfg: DemoConfig, data: Path, out: Path) -> Path:
             data=str(data),
             out=str(out / "train"),
             init_from=str(ref),
-            norm_stats=str(plan_load(ref, LoadOptions(), prune=False).norm_stats),
+            norm_stats=str(norm_stats),
             workers=cfg.train_workers,
             resume=True,  # a rerun continues (or skips) the same run
             steps=cfg.train_steps,
@@ -241,7 +240,7 @@ def side_by_side(results: dict[str, Any]) -> str:
     """Per task, each variant's `rate [95% CI] n=N` and kept tokens (format_success)."""
     from services.rollout.driver import format_success
 
-    names = [n for n, _ in VARIANTS if n in results]
+    names = [n for n in VARIANTS if n in results]
     first = results[names[0]]
     head = " | ".join(f"{n + ': success':>25} {'kept':>6}" for n in names)
     rows = [f"{'task':<56} {head}"]
@@ -266,9 +265,6 @@ def _yerr(rows: list[dict[str, Any]]) -> list[list[float]]:
     ]
 
 
-MARKERS = {"pruned": ("o", None), "unpruned": ("s", "none"), "lightvla": ("^", "none")}
-
-
 def plot(results: dict[str, Any], path: Path) -> Path:
     """Success against kept tokens, each point with its 95 % Wilson interval as error bar:
     per task a line through its variants, overall a black marker per variant."""
@@ -278,7 +274,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    names = [n for n, _ in VARIANTS if n in results]
+    names = [n for n in VARIANTS if n in results]
     first = results[names[0]]
     bar = dict(capsize=3, elinewidth=1)
     for i, task in enumerate(first["tasks"]):
@@ -286,13 +282,13 @@ def plot(results: dict[str, Any], path: Path) -> Path:
         xs, ys = [r["kept_tokens_mean"] for r in rows], [r["success_rate"] for r in rows]
         ax.plot(xs, ys, "-", color=f"C{i}", alpha=0.4)
         for k, (name, row) in enumerate(zip(names, rows)):
-            fmt, mfc = MARKERS[name]
+            fmt, mfc = VARIANTS[name]
             label = task[:48] if k == 0 else None
             ax.errorbar(
                 xs[k], ys[k], _yerr([row]), fmt=fmt, color=f"C{i}", mfc=mfc, label=label, **bar
             )
     for name in names:
-        r, (fmt, mfc) = results[name], MARKERS[name]
+        r, (fmt, mfc) = results[name], VARIANTS[name]
         ax.errorbar(
             r["kept_tokens_mean"],
             r["success_rate"],
@@ -318,7 +314,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     cfg.validate()
-    image_size = cfg.check_reference()  # a missing or broken reference fails before Ray
+    ref = cfg.check_reference()
     out = Path(cfg.out).resolve()
     if cfg.fresh and out.exists():
         shutil.rmtree(out)
@@ -327,9 +323,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     t0 = time.monotonic()
     started = env.connect_ray(cfg.address, num_cpus=cfg.num_cpus)
     try:
-        data = collect(cfg, out, image_size)
+        data = collect(cfg, out, ref.model.vision.image_size)
         _stage(f"collect ({data})", t0)
-        checkpoint = train(cfg, data, out)
+        checkpoint = train(cfg, data, out, ref.norm_stats)
         _stage(f"fine-tune ({checkpoint})", t0)
         results = evaluate(cfg, checkpoint, out)
         _stage("serve + rollouts", t0)

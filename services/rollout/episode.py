@@ -66,6 +66,8 @@ class EpisodeRun:
             raise ValueError(f"episode must be in [0, {env.num_init_states}), got {episode}")
         self.env, self.max_steps = env, max_steps
         self.replan_steps, self.record = replan_steps, record
+        # steps whose observation nobody reads skip rendering it (`step`); recording reads all
+        self._blind = None if record else getattr(env, "step_unobserved", None)
         obs, _ = env.reset(options={"init_state_id": episode})
         self.result = EpisodeResult(
             task=env.instruction, task_id=task_id, episode=episode, success=False, length=0
@@ -106,9 +108,8 @@ class EpisodeRun:
         if self.done or not self.plan:
             raise RuntimeError("step: episode finished or no action planned (call give first)")
         action = self.plan.popleft()
-        blind = getattr(self.env, "step_unobserved", None)
-        if self.plan and not self.record and blind is not None:
-            _, terminated, _, info = blind(action)
+        if self.plan and self._blind is not None:
+            _, terminated, _, info = self._blind(action)
         else:
             self.obs, _, terminated, _, info = self.env.step(action)
         self.result.length += 1
