@@ -11,7 +11,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export MUJOCO_GL := egl
 export WANDB_MODE ?= offline
 
-.PHONY: setup demo test test-slow lint format bench clean reference
+.PHONY: setup demo test test-fast test-slow lint format bench clean reference
 
 $(BIN)/prunepi: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,6 +37,11 @@ format: setup
 
 test: setup lint
 	RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.1 $(BIN)/pytest -q
+
+# The unit tier alone (tests/conftest.py): no Ray, no MuJoCo rendering, under a minute.
+# PRUNEPI_UNIT_TIER=1 makes ray.init and mujoco.Renderer raise, so the tier stays honest.
+test-fast: setup
+	PRUNEPI_UNIT_TIER=1 $(BIN)/pytest -q -m 'not ray and not render and not slow and not gpu'
 
 # Opt-in slow tests (real LIBERO / Meta-World episodes, long training runs).
 test-slow: setup

@@ -17,7 +17,6 @@ import dataclasses
 import json
 import multiprocessing as mp
 import os
-import platform
 import socket
 import tempfile
 import threading
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from prunepi import env
+from prunepi.machine import machine_info
 
 env.apply_defaults()
 
@@ -161,7 +161,7 @@ def measure(url: str, clients: int, seconds: float, size: int) -> dict:
     }
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: tiny)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8])
@@ -169,12 +169,13 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--batch-wait-timeout-s", type=float, default=0.01)
     parser.add_argument("--out", default=str(RESULTS))
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def measure_batched(checkpoint: str, args: argparse.Namespace, size: int) -> list[dict]:
+    """Ray Serve with @serve.batch: one row per client count."""
     from services.serve import ServeConfig, start_serve
 
-    tmp = Path(tempfile.mkdtemp(prefix="serve_bench_"))
-    checkpoint = args.checkpoint or str(build_checkpoint(tmp))
     serve_cfg = ServeConfig(
         checkpoint=checkpoint,
         port=free_port(),
@@ -186,11 +187,6 @@ def main() -> None:
     rows = []
     handle = start_serve(serve_cfg)
     try:
-        size = int(
-            json.loads((Path(checkpoint) / "config.json").read_text())["model"]["vision"][
-                "image_size"
-            ]
-        )
         for n in args.clients:
             rows.append(
                 {"server": "ray_serve_batched", **measure(handle.ws_url, n, args.seconds, size)}
@@ -198,12 +194,17 @@ def main() -> None:
             print(rows[-1], flush=True)
     finally:
         handle.stop()
+    return rows
 
+
+def measure_sequential(checkpoint: str, args: argparse.Namespace, size: int) -> list[dict]:
+    """The openpi-style one-at-a-time websocket server, in its own process."""
     port = free_port()
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
     proc = ctx.Process(target=sequential_server, args=(checkpoint, port, ready), daemon=True)
     proc.start()
+    rows = []
     try:
         if not ready.wait(300):
             raise TimeoutError("the sequential server did not start within 300 s")
@@ -216,12 +217,15 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.join(10)
+    return rows
 
+
+def side_by_side(rows: list[dict], clients: list[int]) -> list[str]:
     table = [
         f"{'clients':>7} | {'batched req/s':>13} {'p50 ms':>8} {'p99 ms':>8} | "
         f"{'sequential req/s':>16} {'p50 ms':>8} {'p99 ms':>8} | {'speed-up':>8}"
     ]
-    for n in args.clients:
+    for n in clients:
         b = next(r for r in rows if r["server"] == "ray_serve_batched" and r["clients"] == n)
         s = next(r for r in rows if r["server"] == "openpi_style_sequential" and r["clients"] == n)
         table.append(
@@ -229,16 +233,24 @@ def main() -> None:
             f"{s['requests_per_s']:>16.2f} {s['p50_ms']:>8.1f} {s['p99_ms']:>8.1f} | "
             f"{b['requests_per_s'] / s['requests_per_s']:>7.2f}x"
         )
+    return table
+
+
+def main() -> None:
+    args = parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="serve_bench_"))
+    checkpoint = args.checkpoint or str(build_checkpoint(tmp))
+    config = json.loads((Path(checkpoint) / "config.json").read_text())
+    size = int(config["model"]["vision"]["image_size"])
+    rows = measure_batched(checkpoint, args, size) + measure_sequential(checkpoint, args, size)
+    table = side_by_side(rows, args.clients)
     print("\n".join(table))
     out = {
         "description": "openpi-client requests/s and latency vs concurrent clients; "
         "Ray Serve with @serve.batch vs an openpi-style one-at-a-time websocket server",
-        "checkpoint": "random tiny pi0.5, pruner keep_ratio 0.25"
-        if not args.checkpoint
-        else checkpoint,
+        "checkpoint": checkpoint if args.checkpoint else "random tiny pi0.5, keep_ratio 0.25",
         "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
+            **machine_info(),
             "load_avg_1m_at_end": os.getloadavg()[0],
             "note": "CPUs shared with other jobs; both servers run one torch thread",
         },

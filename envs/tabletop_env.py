@@ -143,28 +143,10 @@ class TabletopEnv(gym.Env):
         self.render_mode = render_mode
         self.max_episode_steps = self.task.max_steps
 
-        self.model = mujoco.MjModel.from_xml_string(build_scene_xml(self.task.objects))
-        # Shadow maps and multisampling multiply the cost of a frame (40-60 ms instead of
-        # ~1.5 ms on a GPU, far more in software EGL; benchmarks/env_speed.py measures it) for
-        # no information a policy needs. `shadows=True` exists for that comparison.
-        if not shadows:
-            self.model.vis.quality.shadowsize = 0
-            self.model.vis.quality.offsamples = 0
-        self.model.vis.global_.offwidth = max(self.model.vis.global_.offwidth, image_size)
-        self.model.vis.global_.offheight = max(self.model.vis.global_.offheight, image_size)
+        self.model = self._build_model(shadows)
         self.data = mujoco.MjData(self.model)
         self._renderer: mujoco.Renderer | None = None
-
-        m = self.model
-        self._eef_site = m.site("eef").id
-        self._mocap = int(m.body_mocapid[m.body("eef_target").id])
-        self._gripper_qpos = int(m.jnt_qposadr[m.joint("gripper").id])
-        self._finger_qpos = np.array(
-            [m.jnt_qposadr[m.joint(n).id] for n in ("left_finger", "right_finger")]
-        )
-        self._finger_ctrl = np.array([m.actuator(n).id for n in ("left_finger", "right_finger")])
-        self._obj_qpos = {n: int(m.jnt_qposadr[m.joint(n).id]) for n in self.task.object_names}
-        self._obj_body = {n: m.body(n).id for n in self.task.object_names}
+        self._index_model()
         self.init_states = np.stack(
             [self._layout_qpos(lay) for lay in eval_layouts(self.task, self.init_spread)]
         )
@@ -180,6 +162,31 @@ class TabletopEnv(gym.Env):
             # Seed now so the first plain reset() is reproducible without passing the seed.
             self._np_random, self._np_random_seed = seeding.np_random(seed)
             self.action_space.seed(seed)
+
+    def _build_model(self, shadows: bool) -> mujoco.MjModel:
+        model = mujoco.MjModel.from_xml_string(build_scene_xml(self.task.objects))
+        # Shadow maps and multisampling multiply the cost of a frame (40-60 ms instead of
+        # ~1.5 ms on a GPU, far more in software EGL; benchmarks/env_speed.py measures it) for
+        # no information a policy needs. `shadows=True` exists for that comparison.
+        if not shadows:
+            model.vis.quality.shadowsize = 0
+            model.vis.quality.offsamples = 0
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.image_size)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, self.image_size)
+        return model
+
+    def _index_model(self) -> None:
+        """Ids and qpos addresses of what the env reads and drives, looked up once."""
+        m = self.model
+        self._eef_site = m.site("eef").id
+        self._mocap = int(m.body_mocapid[m.body("eef_target").id])
+        self._gripper_qpos = int(m.jnt_qposadr[m.joint("gripper").id])
+        self._finger_qpos = np.array(
+            [m.jnt_qposadr[m.joint(n).id] for n in ("left_finger", "right_finger")]
+        )
+        self._finger_ctrl = np.array([m.actuator(n).id for n in ("left_finger", "right_finger")])
+        self._obj_qpos = {n: int(m.jnt_qposadr[m.joint(n).id]) for n in self.task.object_names}
+        self._obj_body = {n: m.body(n).id for n in self.task.object_names}
 
     # --- state helpers (also the privileged state the scripted experts read) -----------------
     @property

@@ -142,7 +142,6 @@ def run_collect(cfg: CollectConfig) -> pathlib.Path:
     """Collect `cfg.episodes_per_task` successful expert demos for every task of the suite(s)
     and write the dataset to `cfg.out` (returned)."""
     import ray
-    from tqdm import tqdm
 
     out = cfg.out.absolute()  # the actors write staging files; on a cluster from another cwd
     if out.exists() and not cfg.overwrite:
@@ -161,47 +160,7 @@ def run_collect(cfg: CollectConfig) -> pathlib.Path:
             worker_cls.remote(cfg.image_size, str(staging), cfg.init_spread)
             for _ in range(cfg.num_workers)
         ]
-        progress = [
-            _TaskProgress(suite, t.task_id, t.instruction)
-            for suite in cfg.suites
-            for t in SUITES[suite]
-        ]
-        n = cfg.episodes_per_task
-        max_attempts = int(np.ceil(n * cfg.max_attempts_per_demo)) + 10
-        bar = tqdm(total=n * len(progress), desc="collect", disable=not cfg.progress)
-        pending: dict[Any, tuple[_TaskProgress, Any]] = {}
-        idle = list(actors)
-
-        def dispatch() -> None:
-            for task in progress:
-                while idle and len(task.successes) + task.in_flight < n:
-                    if task.next_attempt >= max_attempts:
-                        raise RuntimeError(
-                            f"collect: the expert solved only {len(task.successes)} of "
-                            f"{task.attempts} attempts on {task.suite}-{task.task_id} "
-                            f"({task.instruction!r}); giving up"
-                        )
-                    actor = idle.pop()
-                    seed = cfg.seed * _SEED_STRIDE + task.next_attempt
-                    ref = actor.run.remote(task.suite, task.task_id, task.next_attempt, seed)
-                    pending[ref] = (task, actor)
-                    task.next_attempt += 1
-                    task.in_flight += 1
-
-        dispatch()
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            task, actor = pending.pop(done[0])
-            result = ray.get(done[0])
-            task.in_flight -= 1
-            task.attempts += 1
-            idle.append(actor)
-            if result["success"]:
-                task.successes[result["attempt"]] = result
-                if len(task.successes) <= n:
-                    bar.update(1)
-            dispatch()
-        bar.close()
+        progress = _Attempts(cfg, actors).run()
         _assemble(tmp, progress, cfg)
     finally:
         for actor in actors:
@@ -209,7 +168,70 @@ def run_collect(cfg: CollectConfig) -> pathlib.Path:
         if started_ray:
             ray.shutdown()
         shutil.rmtree(staging, ignore_errors=True)
+    _replace(out, tmp)
+    return out
 
+
+class _Attempts:
+    """Hands expert attempts to idle actors, task by task, until every task has its demos.
+
+    Attempt k of a task always uses layout seed `seed * _SEED_STRIDE + k`, and the dataset
+    keeps the first `episodes_per_task` successful attempts in attempt order, so the
+    dataset does not depend on which actor finished first.
+    """
+
+    def __init__(self, cfg: CollectConfig, actors: list[Any]):
+        self.cfg, self.idle = cfg, list(actors)
+        self.tasks = [
+            _TaskProgress(suite, t.task_id, t.instruction)
+            for suite in cfg.suites
+            for t in SUITES[suite]
+        ]
+        self.max_attempts = int(np.ceil(cfg.episodes_per_task * cfg.max_attempts_per_demo)) + 10
+        self.pending: dict[Any, tuple[_TaskProgress, Any]] = {}
+
+    def dispatch(self) -> None:
+        n = self.cfg.episodes_per_task
+        for task in self.tasks:
+            while self.idle and len(task.successes) + task.in_flight < n:
+                if task.next_attempt >= self.max_attempts:
+                    raise RuntimeError(
+                        f"collect: the expert solved only {len(task.successes)} of "
+                        f"{task.attempts} attempts on {task.suite}-{task.task_id} "
+                        f"({task.instruction!r}); giving up"
+                    )
+                actor = self.idle.pop()
+                seed = self.cfg.seed * _SEED_STRIDE + task.next_attempt
+                ref = actor.run.remote(task.suite, task.task_id, task.next_attempt, seed)
+                self.pending[ref] = (task, actor)
+                task.next_attempt += 1
+                task.in_flight += 1
+
+    def run(self) -> list[_TaskProgress]:
+        import ray
+        from tqdm import tqdm
+
+        n = self.cfg.episodes_per_task
+        bar = tqdm(total=n * len(self.tasks), desc="collect", disable=not self.cfg.progress)
+        self.dispatch()
+        while self.pending:
+            done, _ = ray.wait(list(self.pending), num_returns=1)
+            task, actor = self.pending.pop(done[0])
+            result = ray.get(done[0])
+            task.in_flight -= 1
+            task.attempts += 1
+            self.idle.append(actor)
+            if result["success"]:
+                task.successes[result["attempt"]] = result
+                if len(task.successes) <= n:
+                    bar.update(1)
+            self.dispatch()
+        bar.close()
+        return self.tasks
+
+
+def _replace(out: pathlib.Path, tmp: pathlib.Path) -> None:
+    """Move the finished dataset `tmp` to `out`, replacing what is there."""
     if out.exists():
         old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
         out.rename(old)
@@ -217,7 +239,6 @@ def run_collect(cfg: CollectConfig) -> pathlib.Path:
         shutil.rmtree(old)
     else:
         tmp.rename(out)
-    return out
 
 
 def _assemble(root: pathlib.Path, progress: list[_TaskProgress], cfg: CollectConfig) -> None:

@@ -6,6 +6,8 @@ import pytest
 
 from prunepi import env
 
+pytestmark = pytest.mark.ray
+
 HOOK = {"worker_process_setup_hook": "prunepi.env.quiet_ray_logs"}
 LOCAL_ONLY = ("num_cpus", "object_store_memory", "include_dashboard", "_node_ip_address")
 

@@ -73,6 +73,10 @@ def _searcher_and_scheduler(cfg: TuneConfig):
         mode="max",
         perturbation_interval=1,
         hyperparam_mutations=pbt_mutations(),
+        # Synchronous PBT: every trial reaches the rung before the bottom quantile copies
+        # the top one, so which trial exploits which depends on the scores alone, not on
+        # which trial happened to report first (trials here are all the same length).
+        synch=True,
     )
     return BasicVariantGenerator(random_state=cfg.seed, max_concurrent=limit), pbt
 

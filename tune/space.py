@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from policies.pruning.config import NoiseScheduleConfig, PrunerConfig
+from policies.pruning.registry import searched_scorers
 
 SCHEDULES = ("none", "constant", "linear", "gap")
 BUDGETS = ("adaptive", "keep_ratio", "keep_tokens")
-SCORERS = ("lightvla", "residual", "lowrank")
+SCORERS = searched_scorers()  # policies/pruning/registry.py: `searched=True`
 
 
 def search_space(searcher: str) -> dict[str, Any]:

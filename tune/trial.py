@@ -22,7 +22,7 @@ from services.rollout.config import SELECTION_BLOCK, RolloutConfig
 from services.rollout.driver import run_rollout
 from services.train.config import TrainConfig
 from services.train.driver import run_train
-from services.train.state import list_checkpoints
+from services.train.state import checkpoint_dir, list_checkpoints, read_state_json
 from tune.config import TuneConfig
 from tune.objective import scalarize
 from tune.space import pruner_config, trial_params
@@ -101,13 +101,32 @@ def last_metrics(run: Path) -> dict[str, float]:
     return json.loads(lines[-1]) if lines else {}
 
 
-def adopt_checkpoint(src: Path, run: Path) -> None:
-    """PBT exploit: continue from another trial's checkpoint (copied into this RUN)."""
+LINEAGE_FILE = "lineage.jsonl"  # one line per PBT exploit: which checkpoint RUN continued
+
+
+def adopt_checkpoint(src: Path, run: Path) -> bool:
+    """PBT exploit: continue from another trial's checkpoint, copied into this RUN as
+    checkpoints/<its step>/; -> False when `src` is this trial's own (a paused or restored
+    trial gets its last checkpoint back, already in RUN).
+
+    Tune hands over its persisted copy (STORAGE/<experiment>/<trial>/checkpoint_00000k), so
+    the step and the source trial come from the checkpoint's train_state.json (its step and
+    its training run's folder, trials/<trial id>), not from the path. Each exploit is
+    recorded in RUN/lineage.jsonl: a PBT trial's weights are not its own history alone.
+    """
+    state = read_state_json(src)
+    source = Path(state["train_config"]["out"]).resolve()
+    if source == run.resolve():
+        return False
     for _, folder in list_checkpoints(run):
         shutil.rmtree(folder)
-    dst = run / "checkpoints" / src.name
+    dst = checkpoint_dir(run, int(state["step"]))
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(src, dst)
+    record = {"step": int(state["step"]), "trial": source.name, "checkpoint": str(src)}
+    with open(run / LINEAGE_FILE, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    return True
 
 
 def run_trial(config: dict[str, Any], tune_cfg: dict[str, Any]) -> None:
@@ -122,10 +141,9 @@ def run_trial(config: dict[str, Any], tune_cfg: dict[str, Any]) -> None:
     run.mkdir(parents=True, exist_ok=True)
     (run / "params.json").write_text(json.dumps(params, indent=1))
     given = tune.get_checkpoint()
-    if given is not None:  # PBT exploit (a restore finds its own checkpoints in RUN)
+    if given is not None:  # PBT exploit, or this trial's own checkpoint back after a pause
         with given.as_directory() as d:
-            if Path(d).resolve().parent.parent != run:
-                adopt_checkpoint(Path(d), run)
+            adopt_checkpoint(Path(d), run)
     done = max((s for s, _ in list_checkpoints(run)), default=0)
     init_spread = dataset_init_spread(cfg.data)  # roll out from the demos' init regions
     for stop in rung_steps(cfg.steps, cfg.rungs):

@@ -256,6 +256,26 @@ def eager_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float)
     return y.transpose(1, 2).reshape(B, Sq, h * hd)
 
 
+def joint_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float) -> Tensor:
+    """The joint layers' attention: eager (openpi's, batch-invariant) at inference; torch's
+    fused SDPA with the same additive mask while training.
+
+    Why two: inference must give a sample the same bits whatever batch it shares
+    (policies/invariant.py), which the per-sample GEMMs of `eager_attention` guarantee.
+    Training has no such requirement, and on 2 CPU threads the eager softmax and its
+    backward were about 40 % of a tiny-model step (torch.profiler, 112 px, batch 16): the
+    fused kernel never materializes the (B, h, S, S) probabilities. The additive mask is the
+    eager one (finite MASK_VALUE), so a fully masked padding row stays finite as in openpi.
+    q (B, h, Sq, hd); k, v (B, kv, Sk, hd); mask (B, Sq, Sk) bool -> (B, Sq, h*hd).
+    """
+    if not torch.is_grad_enabled():
+        return eager_attention(q, k, v, mask, scale)
+    add = torch.where(mask[:, None], 0.0, MASK_VALUE).to(q.dtype)  # (B, 1, Sq, Sk)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=add, scale=scale, enable_gqa=True)
+    B, h, Sq, hd = y.shape
+    return y.transpose(1, 2).reshape(B, Sq, h * hd)
+
+
 def make_att_2d_masks(pad_masks: Tensor, att_masks: Tensor) -> Tensor:
     """openpi `make_att_2d_masks`: token i sees key j iff cumsum(ar)[j] <= cumsum(ar)[i]
     and both are valid. (B, S), (B, S) -> (B, S, S) bool."""

@@ -34,12 +34,13 @@ from policies.pi05.layers import (
     Projector,
     VisionTower,
     apply_rope,
-    eager_attention,
     gated_residual,
+    joint_attention,
     make_att_2d_masks,
     rope_cos_sin,
     sinusoidal_time_embedding,
 )
+from policies.pi05.positions import NUMBERINGS, PrunedLayout
 from policies.pruning.pruner import TokenPruner
 from policies.pruning.selection import padded_length
 
@@ -277,12 +278,8 @@ class Pi05Model(nn.Module):
 
         Position ids (docs/references.md §1): openpi numbers the prefix by cumsum(pad) - 1 over
         the UNPRUNED sequence and starts the suffix at the count of valid prefix tokens.
-        Under pruning, `pruning.position_ids` picks the numbering of kept tokens:
-          - "openpi": each kept token keeps its unpruned id (gaps where patches went),
-            which is the numbering the checkpoint was trained with;
-          - "lightvla": the user's port — a patch's id is its index in the pool, language
-            starts at N_total and the suffix at N_total + max_token_len;
-          - "compact": renumber the pruned prefix by cumsum of its own pad mask.
+        Under pruning, `pruning.position_ids` picks the numbering of kept tokens, one
+        function per mode in policies/pi05/positions.py.
         """
         patches, patch_valid = self.embed_images(obs)  # (B, N, D), (B, N)
         lang = self.embed_language(obs.tokenized_prompt)  # (B, L, D)
@@ -316,21 +313,8 @@ class Pi05Model(nn.Module):
             L = int(own[:, 1].max().item()) if B else L
             lang, lang_mask = lang[:, :L], lang_mask[:, :L]
         pad = torch.cat([r.valid, lang_mask], dim=1)  # (B, K + L)
-        if pc.position_ids == "openpi":
-            patch_pos = pos_full[:, :N].gather(1, r.index)
-            lang_pos = pos_full[:, N : N + L]
-            next_pos = next_full
-        elif pc.position_ids == "lightvla":
-            patch_pos = r.index
-            lang_pos = N + torch.arange(L, device=pad.device).expand(B, L)
-            next_pos = torch.full((B,), N + self.config.max_token_len, device=pad.device)
-        else:  # compact
-            lang_pos = None
-        if pc.position_ids == "compact":
-            position_ids = torch.cumsum(pad.long(), dim=1) - 1
-            next_pos = pad.long().sum(-1)
-        else:
-            position_ids = torch.cat([patch_pos, lang_pos], dim=1)
+        layout = PrunedLayout(pos_full, next_full, r.index, pad, N, self.config.max_token_len)
+        position_ids, next_pos = NUMBERINGS[pc.position_ids](layout)
         return Prefix(
             embs=torch.cat([kept, lang.to(kept.dtype)], dim=1),
             pad_masks=pad,
@@ -410,7 +394,7 @@ class Pi05Model(nn.Module):
         new_kv = (k, v)
         if past_kv is not None:
             k, v = torch.cat([past_kv[0], k], dim=2), torch.cat([past_kv[1], v], dim=2)
-        att = eager_attention(q, k, v, mask, scale=head_dim**-0.5)  # (B, S, h*hd)
+        att = joint_attention(q, k, v, mask, scale=head_dim**-0.5)  # (B, S, h*hd)
         outs: list[Tensor | None] = []
         start = 0
         for (x, layer), gate in zip(hs, gates):

@@ -32,8 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from policies.pruning.config import PrunerConfig
+from policies.pruning.registry import build_scorer
 from policies.pruning.schedule import make_schedule
-from policies.pruning.scorers import build_scorer
 from policies.pruning.selection import (
     count_votes,
     gather_kept,

@@ -51,7 +51,6 @@ from torch import Tensor, nn
 
 # per-sample GEMMs at inference: a sample's scores do not depend on its batch
 from policies.invariant import batched_matmul, per_sample_matmul
-from policies.pruning.config import PrunerConfig
 
 RMS_EPS = 1e-6  # LightVLA's parameter-free RMSNorm epsilon
 
@@ -167,27 +166,3 @@ class Scorer(nn.Module):
             Q = Q + self.alpha * P
         S = batched_matmul(Q, P.transpose(1, 2)) / math.sqrt(D)  # (B, N, N)
         return Scores(scores=S, patches=P, task=T, queries=Q)
-
-
-def build_scorer(cfg: PrunerConfig, width: int, patches_per_camera: int | None = None) -> nn.Module:
-    """The scorer named by `cfg.scorer` for patch/task width `width`; `patches_per_camera`
-    is the camera layout that "grid" needs."""
-    if cfg.scorer in ("random", "grid"):
-        # Imported here: training_free builds on this module's Scores and rms_norm.
-        from policies.pruning.training_free import PriorityScorer
-
-        return PriorityScorer(cfg, width, patches_per_camera)
-    if cfg.scorer == "lightvla":
-        return Scorer(width)
-    if cfg.scorer == "no_query_norm":
-        return Scorer(width, query_norm=False)
-    if cfg.scorer == "temperature":
-        return Scorer(width, temperature=cfg.temperature)
-    if cfg.scorer == "residual":
-        return Scorer(width, alpha=cfg.residual_alpha)
-    if cfg.scorer == "lowrank":
-        lowrank = LowRankLogits(width, cfg.lowrank_rank)
-        return Scorer(width, alpha=cfg.residual_alpha, lowrank=lowrank)
-    if cfg.scorer == "centered":
-        return Scorer(width, center=True)
-    raise ValueError(f"pruning.scorer must be one of the known scorers, got {cfg.scorer!r}")

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from policies.pruning.config import PrunerConfig
 from policies.pruning.pruner import TokenPruner
+from policies.pruning.registry import table_variants
 
 HEALTHY_UNION = 16  # a union of row argmaxes at least this large "escapes the collapse"
 
@@ -88,17 +89,9 @@ def make_embeddings(
     return SyntheticBatch(patches, patch_valid, task, task_mask)
 
 
-# (label, config) of the scorers compared in the table; eval mode, adaptive budget.
-VARIANTS: tuple[tuple[str, PrunerConfig], ...] = (
-    ("lightvla", PrunerConfig(scorer="lightvla")),
-    ("no_query_norm", PrunerConfig(scorer="no_query_norm")),
-    ("temperature t=0.1", PrunerConfig(scorer="temperature", temperature=0.1)),
-    ("temperature t=0.02", PrunerConfig(scorer="temperature", temperature=0.02)),
-    ("residual a=0.05", PrunerConfig(scorer="residual", residual_alpha=0.05)),
-    ("residual a=0.2", PrunerConfig(scorer="residual", residual_alpha=0.2)),
-    ("lowrank r=16 a=0.2 (init)", PrunerConfig(scorer="lowrank", lowrank_rank=16)),
-    ("centered", PrunerConfig(scorer="centered")),
-)
+# (label, config) of the scorers compared in the table (registry.SCORERS[...].table); eval
+# mode, adaptive budget.
+VARIANTS: tuple[tuple[str, PrunerConfig], ...] = table_variants()
 
 
 def build_pruner(cfg: PrunerConfig, width: int, seed: int = 0) -> TokenPruner:

@@ -14,18 +14,32 @@ checkpointing (docs/references.md §1 "Fine-tuning recipe").
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from policies.pi05.config import PRESETS as MODEL_PRESETS
 from policies.policy import asset_id_problem
 from policies.pruning.config import PrunerConfig
+from prunepi.checks import (
+    BOOL,
+    Rule,
+    check,
+    check_fields,
+    int_at_least,
+    is_int,
+    is_real,
+    nonempty,
+    one_of,
+    optional,
+    real_above,
+    real_at_least,
+    real_in,
+)
 from prunepi.env import check_address
 
-PRECISIONS = ("float32", "bfloat16")
-DEVICES = ("auto", "cpu", "cuda")
-WANDB_MODES = ("offline", "online", "disabled")
+Precision = Literal["float32", "bfloat16"]
+Device = Literal["auto", "cpu", "cuda"]
+WandbMode = Literal["offline", "online", "disabled"]
 
 
 @dataclass(frozen=True)
@@ -70,7 +84,7 @@ TRAIN_PRESETS: dict[str, TrainPreset] = {
     # (`pi05_libero`: 0.999).
     "reference": TrainPreset(
         model="tiny",
-        steps=9000,
+        steps=11_000,
         batch_size=32,
         lr=2e-3,
         warmup_steps=200,
@@ -126,7 +140,7 @@ class TrainConfig:
     decay_steps: int | None = None  # cosine decay ends at this step (tiny: the run's steps)
     decay_lr: float | None = None  # final learning rate of the cosine decay
     ema_decay: float | None = None  # EMA decay in (0, 1); 0 turns EMA off
-    precision: str | None = None  # "float32" | "bfloat16"
+    precision: Precision | None = None
     gradient_checkpointing: bool | None = None  # activation checkpointing in the joint layers
     save_every: int | None = None  # checkpoint period in steps (the last step always saves)
     log_every: int | None = None  # metrics period in steps (checkpoint steps always log)
@@ -150,7 +164,7 @@ class TrainConfig:
     seed: int = 0  # weights, data order, augmentation, flow noise and pruner noise
     loader_workers: int = 0  # torch DataLoader processes per Ray worker (0: in-process)
     # -- Ray -------------------------------------------------------------------------------
-    device: str = "auto"  # "auto" (cuda when the cluster has GPUs) | "cpu" | "cuda"
+    device: Device = "auto"  # "auto": cuda when the cluster has GPUs
     cpus_per_worker: float = 1.0  # Ray CPU resources per worker
     # Ray GPU resources per worker when training on GPUs; a fraction packs several runs (Tune
     # trials) on one GPU
@@ -165,7 +179,7 @@ class TrainConfig:
     # Ray Train's own `ray.train` log level (worker-group start, restarts); our metrics go to
     # RUN/metrics.jsonl and wandb. The per-report dump is quieted by prunepi.env instead.
     train_log_level: str = "WARNING"
-    wandb_mode: str = "offline"  # "offline" (files in RUN/wandb) | "online" | "disabled"
+    wandb_mode: WandbMode = "offline"  # "offline": files in RUN/wandb
     wandb_project: str = "prunepi"  # wandb project name
     # -- debugging -------------------------------------------------------------------------
     # end this invocation after this step, with a checkpoint, as a preempted job would; a
@@ -213,132 +227,24 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Check a resolved config; ValueError names the field and the value."""
-        if self.preset not in TRAIN_PRESETS:
-            raise ValueError(f"preset must be one of {sorted(TRAIN_PRESETS)}, got {self.preset!r}")
+        check("train", "preset", self.preset, one_of(tuple(sorted(TRAIN_PRESETS))))
         if TRAIN_PRESETS[self.preset].model not in MODEL_PRESETS:
             raise ValueError(f"preset {self.preset!r} names an unknown model preset")
         missing = [n for n in PRESET_FIELDS if n != "ema_decay" and getattr(self, n) is None]
         if missing:
             raise ValueError(f"validate() needs a resolved config; unset fields: {missing}")
-        _check(bool(self.data), "data", "a LeRobot dataset folder", self.data)
-        _check(bool(self.out), "out", "a run folder", self.out)
-        for name in ("workers", "steps", "batch_size", "save_every", "log_every"):
-            _check(
-                _is_int(getattr(self, name)) and getattr(self, name) >= 1,
-                name,
-                ">= 1",
-                getattr(self, name),
-            )
-        for name in ("warmup_steps", "decay_steps", "loader_workers"):
-            _check(
-                _is_int(getattr(self, name)) and getattr(self, name) >= 0,
-                name,
-                ">= 0",
-                getattr(self, name),
-            )
-        _check(
-            self.batch_size % self.workers == 0,
-            "batch_size",
-            f"divisible by workers ({self.workers})",
-            self.batch_size,
+        check_fields("train", self, TRAIN_RULES)
+        divisible = Rule(lambda v: v % self.workers == 0, f"divisible by workers ({self.workers})")
+        check("train", "batch_size", self.batch_size, divisible)
+        within_run = Rule(
+            lambda v: is_int(v) and 1 <= v <= self.steps, f"in [1, steps={self.steps}]"
         )
-        for name in ("lr", "decay_lr", "weight_decay", "adam_eps"):
-            v = getattr(self, name)
-            _check(_is_real(v) and v >= 0, name, ">= 0", v)
-        _check(_is_real(self.lr) and self.lr > 0, "lr", "> 0", self.lr)
-        for name in ("adam_b1", "adam_b2"):
-            v = getattr(self, name)
-            _check(_is_real(v) and 0 <= v < 1, name, "in [0, 1)", v)
-        _check(
-            _is_real(self.clip_grad_norm) and self.clip_grad_norm > 0,
-            "clip_grad_norm",
-            "> 0",
-            self.clip_grad_norm,
-        )
-        if self.ema_decay is not None:
-            _check(
-                _is_real(self.ema_decay) and 0 <= self.ema_decay < 1,
-                "ema_decay",
-                "in [0, 1) (0: off) or None",
-                self.ema_decay,
-            )
-        _check(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)
-        _check(
-            isinstance(self.gradient_checkpointing, bool),
-            "gradient_checkpointing",
-            "a bool",
-            self.gradient_checkpointing,
-        )
-        if self.image_size is not None:
-            _check(
-                _is_int(self.image_size) and self.image_size >= 14 and self.image_size % 14 == 0,
-                "image_size",
-                "a positive multiple of 14 (SigLIP patch size)",
-                self.image_size,
-            )
-        if self.max_token_len is not None:
-            _check(
-                _is_int(self.max_token_len) and self.max_token_len >= 2,
-                "max_token_len",
-                ">= 2",
-                self.max_token_len,
-            )
-        _check(self.device in DEVICES, "device", f"one of {DEVICES}", self.device)
-        levels = ("DEBUG", "INFO", "WARNING", "ERROR")
-        _check(
-            self.train_log_level in levels,
-            "train_log_level",
-            f"one of {levels}",
-            self.train_log_level,
-        )
-        _check(
-            _is_real(self.cpus_per_worker) and self.cpus_per_worker >= 0,
-            "cpus_per_worker",
-            ">= 0",
-            self.cpus_per_worker,
-        )
-        _check(
-            _is_real(self.gpus_per_worker) and 0 < self.gpus_per_worker,
-            "gpus_per_worker",
-            "> 0",
-            self.gpus_per_worker,
-        )
-        for name in ("threads_per_worker", "ray_num_cpus"):
-            v = getattr(self, name)
-            _check(_is_int(v) and v >= 1, name, ">= 1", v)
+        for name in ("fail_at_step", "stop_after"):
+            if getattr(self, name) is not None:
+                check("train", name, getattr(self, name), within_run)
         check_address("train.address", self.address)
-        _check(
-            _is_int(self.max_failures) and self.max_failures >= -1,
-            "max_failures",
-            ">= -1 (-1: unlimited)",
-            self.max_failures,
-        )
-        if self.keep_checkpoints is not None:
-            _check(
-                _is_int(self.keep_checkpoints) and self.keep_checkpoints >= 1,
-                "keep_checkpoints",
-                ">= 1 or None",
-                self.keep_checkpoints,
-            )
-        _check(
-            self.wandb_mode in WANDB_MODES, "wandb_mode", f"one of {WANDB_MODES}", self.wandb_mode
-        )
-        if self.fail_at_step is not None:
-            _check(
-                _is_int(self.fail_at_step) and 1 <= self.fail_at_step <= self.steps,
-                "fail_at_step",
-                f"in [1, steps={self.steps}]",
-                self.fail_at_step,
-            )
-        if self.stop_after is not None:
-            _check(
-                _is_int(self.stop_after) and 1 <= self.stop_after <= self.steps,
-                "stop_after",
-                f"in [1, steps={self.steps}]",
-                self.stop_after,
-            )
         problem = asset_id_problem(self.asset_id)  # nested ids like openpi's allowed
-        _check(problem is None, "asset_id", problem, self.asset_id)
+        check("train", "asset_id", self.asset_id, Rule(lambda _: problem is None, str(problem)))
         try:
             self.pruning.validate()
         except ValueError as e:
@@ -352,14 +258,31 @@ class TrainConfig:
         return TrainConfig(**d)  # __post_init__ rebuilds the nested PrunerConfig
 
 
-def _check(ok: bool, name: str, rule: str, value: Any) -> None:
-    if not ok:
-        raise ValueError(f"train.{name} must be {rule}, got {value!r}")
-
-
-def _is_real(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+TRAIN_RULES = {
+    "data": nonempty("a LeRobot dataset folder"),
+    "out": nonempty("a run folder"),
+    **dict.fromkeys(("workers", "steps", "batch_size", "save_every", "log_every"), int_at_least(1)),
+    **dict.fromkeys(("warmup_steps", "decay_steps", "loader_workers"), int_at_least(0)),
+    "lr": real_above(0),
+    **dict.fromkeys(("decay_lr", "weight_decay", "adam_eps"), real_at_least(0)),
+    **dict.fromkeys(("adam_b1", "adam_b2"), real_in(0, 1, hi_open=True)),
+    "clip_grad_norm": real_above(0),
+    "ema_decay": optional(Rule(lambda v: is_real(v) and 0 <= v < 1, "in [0, 1) (0: off)")),
+    "precision": one_of(Precision),
+    "gradient_checkpointing": BOOL,
+    "image_size": optional(
+        Rule(
+            lambda v: is_int(v) and v >= 14 and v % 14 == 0,
+            "a positive multiple of 14 (SigLIP patch size)",
+        )
+    ),
+    "max_token_len": optional(int_at_least(2)),
+    "device": one_of(Device),
+    "train_log_level": one_of(("DEBUG", "INFO", "WARNING", "ERROR")),
+    "cpus_per_worker": real_at_least(0),
+    "gpus_per_worker": real_above(0),
+    **dict.fromkeys(("threads_per_worker", "ray_num_cpus"), int_at_least(1)),
+    "max_failures": Rule(lambda v: is_int(v) and v >= -1, "an integer >= -1 (-1: unlimited)"),
+    "keep_checkpoints": optional(int_at_least(1)),
+    "wandb_mode": one_of(WandbMode),
+}

@@ -260,35 +260,10 @@ def run_train(cfg: TrainConfig) -> Path:
     }
 
     import ray
-    import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    from services.train.worker import train_loop_per_worker
 
     owned = env.connect_ray(cfg.address, num_cpus=cfg.ray_num_cpus)
     try:
-        gpu = use_gpu(cfg)
-        trainer = TorchTrainer(
-            train_loop_per_worker,
-            train_loop_config={"cfg": cfg.to_dict(), "plan": plan},
-            torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
-            scaling_config=ray.train.ScalingConfig(
-                num_workers=cfg.workers,
-                use_gpu=gpu,
-                resources_per_worker={
-                    "CPU": cfg.cpus_per_worker,
-                    **({"GPU": cfg.gpus_per_worker} if gpu else {}),
-                },
-            ),
-            run_config=ray.train.RunConfig(
-                name=run.name,
-                storage_path=str(run.parent),
-                failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
-                logging_config=ray.train.LoggingConfig(log_level=cfg.train_log_level),
-            ),
-        )
-        result = trainer.fit()
+        result = build_trainer(cfg, run, plan).fit()
         if result.error is not None:
             raise result.error
     finally:
@@ -296,6 +271,38 @@ def run_train(cfg: TrainConfig) -> Path:
             ray.shutdown()
     prune_checkpoints(run, cfg.keep_checkpoints)
     return run
+
+
+def build_trainer(cfg: TrainConfig, run: Path, plan: dict[str, Any]):
+    """Ray Train's TorchTrainer over `worker.train_loop_per_worker`: DDP ranks on CPUs
+    (gloo) or GPUs (nccl), restarts from the last checkpoint on failure, Ray's run state
+    beside RUN."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from services.train.worker import train_loop_per_worker
+
+    gpu = use_gpu(cfg)
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": cfg.to_dict(), "plan": plan},
+        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.workers,
+            use_gpu=gpu,
+            resources_per_worker={
+                "CPU": cfg.cpus_per_worker,
+                **({"GPU": cfg.gpus_per_worker} if gpu else {}),
+            },
+        ),
+        run_config=ray.train.RunConfig(
+            name=run.name,
+            storage_path=str(run.parent),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+            logging_config=ray.train.LoggingConfig(log_level=cfg.train_log_level),
+        ),
+    )
 
 
 __all__ = ["model_config", "run_train"]

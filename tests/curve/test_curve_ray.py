@@ -13,6 +13,8 @@ from services.curve import CurveConfig, run_curve
 from services.curve.report import CURVE_FILES
 from services.rollout.config import RolloutConfig
 
+pytestmark = [pytest.mark.ray, pytest.mark.render]
+
 
 @pytest.mark.ray
 @pytest.mark.timeout(300)

@@ -12,6 +12,8 @@ from gymnasium.utils.env_checker import check_env
 import envs
 from envs.tabletop_env import IMAGE_KEY, PROMPT_KEY, STATE_KEY, WRIST_KEY
 
+pytestmark = pytest.mark.render
+
 ALL_IDS = envs.all_env_ids()
 SMALL = 32  # image size for fast tests
 

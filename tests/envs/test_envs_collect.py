@@ -14,6 +14,8 @@ from envs.demos import record_expert_episode
 from envs.experts import make_expert
 from services.collect import CollectConfig, run_collect
 
+pytestmark = [pytest.mark.ray, pytest.mark.render]
+
 SIZE = 32
 
 

@@ -8,6 +8,8 @@ import envs
 from envs.demos import record_expert_episode
 from envs.experts import make_expert
 
+pytestmark = pytest.mark.render
+
 TASKS = [(s, t.task_id) for s, tasks in envs.SUITES.items() for t in tasks]
 
 

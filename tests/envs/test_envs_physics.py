@@ -11,6 +11,8 @@ from envs.experts import make_expert
 from envs.scene import build_scene_xml
 from envs.tabletop_env import POS_SCALE
 
+pytestmark = pytest.mark.render
+
 
 @pytest.mark.parametrize("suite", list(envs.SUITES))
 def test_models_have_no_equality_constraints_and_free_objects(suite):

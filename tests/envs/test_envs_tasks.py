@@ -153,6 +153,7 @@ def test_init_spread_is_validated(bad):
         envs.make("goal", 0, image_size=32, init_spread=bad)
 
 
+@pytest.mark.render
 def test_env_with_init_spread_resets_into_its_regions():
     from envs.layouts import home_layout
 

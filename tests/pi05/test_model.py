@@ -127,12 +127,32 @@ def test_bfloat16_keeps_openpi_fp32_list():
     loss.mean().backward()
     out = model.eval().sample_actions(obs, num_steps=2)
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
-    # bf16 tracks fp32 closely on the same weights.
-    ref = Pi05Model(tiny()).eval()
-    ref.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
-    noise = torch.randn(2, cfg.action_horizon, cfg.action_dim)
-    diff = (model.sample_actions(obs, noise, 2) - ref.sample_actions(obs, noise, 2)).abs().max()
-    assert diff < 0.1
+
+
+def test_bfloat16_tracks_float32_on_trained_weights():
+    """The committed reference policy in bf16 against fp32, same weights and noise: actions
+    within 10 % of their scale (measured: 0.035 of 1.0), and not bitwise equal (it really
+    ran in bf16). A freshly initialised model would not do: its actions are near zero."""
+    from pathlib import Path
+
+    from policies.loading import plan_load
+    from policies.pi05.checkpoint import load_openpi_weights
+
+    plan = plan_load(Path(__file__).parents[2] / "models" / "reference")
+    models = {}
+    for dtype in ("float32", "bfloat16"):
+        models[dtype] = Pi05Model(dataclasses.replace(plan.model, dtype=dtype)).eval()
+        load_openpi_weights(models[dtype], plan.folder / "model.safetensors", pruner="required")
+    cfg = plan.model
+    obs = random_observation(cfg, 4, torch.Generator().manual_seed(5))
+    noise = torch.randn(
+        4, cfg.action_horizon, cfg.action_dim, generator=torch.Generator().manual_seed(1)
+    )
+    ref = models["float32"].sample_actions(obs, noise, 10)
+    low = models["bfloat16"].sample_actions(obs, noise, 10)
+    scale, diff = ref.abs().max().item(), (low - ref).abs().max().item()
+    assert scale > 0.5, scale
+    assert 0 < diff < 0.1 * scale, (diff, scale)
 
 
 def test_gradient_checkpointing_same_grads():

@@ -208,3 +208,10 @@ def test_train_slot_position_ids_follow_selected_patch():
     )
     for b in range(2):
         assert set(r.index[b][valid[b]].tolist()) == set(kept.index[b][kept.valid[b]].tolist())
+
+
+def test_every_position_ids_mode_has_one_numbering():
+    from policies.pi05.positions import NUMBERINGS
+    from policies.pruning.config import POSITION_IDS
+
+    assert tuple(NUMBERINGS) == POSITION_IDS

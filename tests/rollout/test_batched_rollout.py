@@ -28,6 +28,8 @@ from services.rollout.results import aggregate
 from services.rollout.worker import RolloutWorker
 from tests.serve.conftest import TASKS, session_port
 
+pytestmark = [pytest.mark.ray, pytest.mark.render]
+
 JOBS = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]  # (task_id, initial state id)
 MAX_STEPS = 15  # three policy queries per episode (replan every 5)
 

@@ -23,7 +23,7 @@ from policies.policy import PolicyConfig, save_checkpoint
 from policies.tokenizer import train_sentencepiece
 from services.demo import DemoConfig, run_demo
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.render]
 
 
 def _reference(folder: Path) -> Path:

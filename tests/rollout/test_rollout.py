@@ -12,6 +12,8 @@ from services.rollout import RolloutConfig, run_rollout
 from services.rollout.episode import run_episode
 from services.rollout.results import aggregate, validate_results
 
+pytestmark = [pytest.mark.ray, pytest.mark.render]
+
 
 class CountingPolicy:
     """Returns a fixed chunk and counts queries."""

@@ -14,6 +14,8 @@ from services.rollout.config import RolloutConfig
 from services.rollout.worker import RolloutWorker
 from tests.openpi_folder import fixture_model_config, make_openpi_folder, make_tokenizer
 
+pytestmark = [pytest.mark.ray, pytest.mark.render]
+
 
 @pytest.fixture(scope="module")
 def openpi_cfg(tmp_path_factory) -> RolloutConfig:

@@ -8,10 +8,13 @@ physics, rewards and the observations the policy does see must be those of stepp
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import envs
 from envs.tabletop_env import PROMPT_KEY
 from services.rollout.episode import EpisodeRun
+
+pytestmark = pytest.mark.render
 
 
 class ChunkRecorder:

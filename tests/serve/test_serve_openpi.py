@@ -22,6 +22,8 @@ from tests.openpi_folder import (
 )
 from tests.serve.conftest import session_port
 
+pytestmark = pytest.mark.ray
+
 KEEP = PrunerConfig(enabled=True, scorer="lightvla", budget="keep_tokens", keep_tokens=16)
 
 

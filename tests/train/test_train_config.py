@@ -54,12 +54,13 @@ def test_overrides_win_and_ema_zero_turns_it_off():
             {"workers": 3, "batch_size": 8},
             "train.batch_size must be divisible by workers (3), got 8",
         ),
-        ({"steps": 0}, "train.steps must be >= 1, got 0"),
-        ({"lr": -1.0}, "train.lr must be >= 0, got -1.0"),
+        ({"steps": 0}, "train.steps must be an integer >= 1, got 0"),
+        ({"lr": -1.0}, "train.lr must be > 0, got -1.0"),
         ({"precision": "fp8"}, "train.precision must be one of"),
         (
             {"image_size": 50},
-            "train.image_size must be a positive multiple of 14 (SigLIP patch size), got 50",
+            "train.image_size must be a positive multiple of 14 (SigLIP patch size) or None, "
+            "got 50",
         ),
         ({"wandb_mode": "cloud"}, "train.wandb_mode must be one of"),
         ({"ema_decay": 1.5}, "train.ema_decay must be in [0, 1) (0: off) or None, got 1.5"),

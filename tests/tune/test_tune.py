@@ -90,7 +90,7 @@ def _row(name: str, wins: int, n: int, kept: float) -> dict:
     }
 
 
-def test_tune_outputs_show_the_interval_and_episodes(tmp_path, capsys):
+def test_tune_outputs_show_the_interval_and_episodes(tmp_path, capsys, monkeypatch):
     from tune.driver import _print, plot_pareto
     from tune.report import write_ablation_report
     from tune.success import success_text, success_yerr
@@ -108,8 +108,27 @@ def test_tune_outputs_show_the_interval_and_episodes(tmp_path, capsys):
 
     line = TrialProgress(2)._line(SimpleNamespace(trial_id="t1", last_result=rows[0]), "done")
     assert "success_rate 0.667 [0.21, 0.94] n=3  kept_tokens_mean 20" in line
+    import matplotlib.axes
+
+    drawn = {}
+    real_errorbar, real_plot = matplotlib.axes.Axes.errorbar, matplotlib.axes.Axes.plot
+
+    def errorbar(ax, x, y, yerr=None, **kw):
+        drawn["trials"] = (list(x), list(y), yerr)
+        return real_errorbar(ax, x, y, yerr=yerr, **kw)
+
+    def plot(ax, x, y, *args, **kw):
+        drawn["front"] = (list(x), list(y))
+        return real_plot(ax, x, y, *args, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", errorbar)
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", plot)
     plot_pareto(rows, tmp_path / "pareto.png", "t")
-    assert (tmp_path / "pareto.png").stat().st_size > 1000
+    assert (tmp_path / "pareto.png").is_file()
+    assert drawn["trials"][:2] == ([20.0, 48.0], [2 / 3, 1.0])
+    assert drawn["trials"][2] == [list(below), list(above)]  # the Wilson bars
+    # neither trial dominates the other (fewer tokens / higher success): both on the front
+    assert sorted(zip(*drawn["front"])) == [(20.0, 2 / 3), (48.0, 1.0)]
     cfg = TuneConfig(data="x", episodes_per_task=3, report_dir=str(tmp_path / "reports"))
     text = write_ablation_report(cfg, rows, tmp_path).read_text()
     assert "| 0.67 [0.21, 0.94] n=3 |" in text and "states, 100-102" in text
@@ -166,19 +185,39 @@ def test_tiny_search_then_restore(demos, tmp_path):
     assert (tmp_path / "tune" / "pareto.png").stat().st_size > 0
     best = json.loads((tmp_path / "tune" / "best_train_config.json").read_text())
     assert best["train"]["pruning"]["enabled"] is True
-    # The same command again restores the finished experiment instead of starting over.
+    # The same command again restores the finished experiment instead of starting over:
+    # the same trials and results, and no trial trains or rolls out again.
+    trials = sorted((tmp_path / "tune" / "trials").iterdir())
+    before = {t.name: sorted((f.name, f.stat().st_mtime_ns) for f in t.iterdir()) for t in trials}
     again = run_tune(cfg)
-    assert len(again["rows"]) == 2
+    key = ("trial_id", "success_rate", "kept_tokens_mean", "step")
+    assert sorted(tuple(r[k] for k in key) for r in again["rows"]) == sorted(
+        tuple(r[k] for k in key) for r in rows
+    )
+    after = {t.name: sorted((f.name, f.stat().st_mtime_ns) for f in t.iterdir()) for t in trials}
+    assert after == before
 
 
 def test_tiny_pbt_hands_checkpoints_between_trials(demos, tmp_path):
-    """The population-based option: 2 trials, 2 rungs; after the first rung PBT may copy
-    the better trial's checkpoint into the worse one, and both still finish every step."""
+    """The population-based option: 2 trials, 2 rungs; after the first rung (synchronous
+    PBT) the worse trial continues from the better one's step-1 checkpoint, and both still
+    finish every step."""
     from tune.driver import run_tune
+    from tune.trial import LINEAGE_FILE
 
     cfg = tiny_search(demos, tmp_path / "pbt", searcher="pbt", rungs=2)
     out = run_tune(cfg)
     assert out["errors"] == 0 and len(out["rows"]) == 2
     assert all(r["step"] == 2 and r["rungs_done"] == 2 for r in out["rows"])
-    for trial in (tmp_path / "pbt" / "trials").iterdir():
+    trials = {t.name: t for t in (tmp_path / "pbt" / "trials").iterdir()}
+    for trial in trials.values():
         assert (trial / "checkpoints" / "2" / "model.safetensors").is_file()
+    handed = {
+        name: [json.loads(line) for line in (t / LINEAGE_FILE).read_text().splitlines()]
+        for name, t in trials.items()
+        if (t / LINEAGE_FILE).is_file()
+    }
+    assert len(handed) == 1, handed  # the bottom half (one trial) exploited the top half
+    ((taker, records),) = handed.items()
+    giver = next(n for n in trials if n != taker)
+    assert [(r["trial"], r["step"]) for r in records] == [(giver, 1)]
