@@ -16,6 +16,7 @@ from envs.registration import (  # noqa: E402
     suite_max_steps,
     suite_num_init_states,
     suite_tasks,
+    suite_warmup_steps,
 )
 from envs.suites import MAX_STEPS, SUITES, all_env_ids, get_task  # noqa: E402
 from envs.tasks import Goal, SpatialRef, TaskSpec  # noqa: E402
@@ -36,4 +37,5 @@ __all__ = [
     "suite_max_steps",
     "suite_num_init_states",
     "suite_tasks",
+    "suite_warmup_steps",
 ]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from envs.suites import MAX_STEPS, SUITES, get_task
+from envs.families import check_task, family_of
+from envs.suites import SUITES
 
 ENTRY_POINT = "envs.tabletop_env:TabletopEnv"
 
@@ -27,51 +28,24 @@ def register_all() -> None:
             )
 
 
-def _libero_suites():
-    from envs.libero import LIBERO_SUITES  # constants only: LIBERO itself is not imported
-
-    return LIBERO_SUITES
-
-
 def suite_tasks(suite: str) -> tuple[int, ...]:
-    """Task ids of a suite: ours (envs.SUITES) or the real LIBERO ones (`libero_*`)."""
-    libero = _libero_suites()
-    if suite in libero:
-        return tuple(range(libero[suite].num_tasks))
-    if suite in SUITES:
-        return tuple(range(len(SUITES[suite])))
-    raise ValueError(
-        f"suite: unknown suite {suite!r}; expected one of {sorted(SUITES)} or {sorted(libero)}"
-    )
+    """Task ids of a suite of any family (envs/families.py)."""
+    return tuple(range(family_of(suite).num_tasks(suite)))
 
 
 def suite_max_steps(suite: str) -> int:
-    """Policy steps per episode: our suites' limits, or openpi's for LIBERO."""
-    libero = _libero_suites()
-    if suite in libero:
-        return libero[suite].max_steps
-    suite_tasks(suite)  # raises naming an unknown suite
-    return MAX_STEPS[suite]
+    """Policy steps per episode: the suite's limit (openpi's for LIBERO)."""
+    return family_of(suite).max_steps(suite)
 
 
 def suite_num_init_states(suite: str) -> int:
-    """Fixed initial states per task: ours (envs.suites.NUM_INIT_STATES), or LIBERO's 50."""
-    if suite in _libero_suites():
-        from envs.libero import NUM_INIT_STATES as LIBERO_NUM_INIT_STATES
-
-        return LIBERO_NUM_INIT_STATES
-    return min(get_task(suite, t).num_init_states for t in suite_tasks(suite))
+    """Fixed initial states per task (ours: envs.suites.NUM_INIT_STATES; LIBERO, MT1: 50)."""
+    return family_of(suite).num_init_states(suite)
 
 
-def check_task(suite: str, task_id: int) -> None:
-    """Raise naming the bad field and value (needs no LIBERO install)."""
-    if suite in _libero_suites():
-        from envs.libero import check_task as check_libero_task
-
-        check_libero_task(suite, task_id)
-    else:
-        suite_tasks(suite)
-        get_task(suite, task_id)
+def suite_warmup_steps(suite: str) -> int:
+    """No-op steps before the policy acts (openpi's 10 for LIBERO)."""
+    return family_of(suite).warmup_steps
 
 
 def make(
@@ -88,24 +62,8 @@ def make(
     initial state every time; `reset(options={"init_state_id": k})` picks one explicitly.
     `init_spread` (m): None places objects anywhere in the layout region; a float keeps each
     within that distance of a fixed home position, like LIBERO's init regions.
-    Suites named `libero_*` are the real LIBERO benchmark (envs/libero.py, optional extra).
+    Suites of the LIBERO and Meta-World families are the real benchmarks (envs/families.py,
+    optional extras).
     """
-    if isinstance(suite, str) and suite.startswith("libero_"):
-        from envs import libero
-
-        if init_spread is not None:
-            raise ValueError(
-                f"init_spread: LIBERO uses its own fixed init states, got {init_spread!r}"
-            )
-        return libero.make(
-            suite, task_id, image_size=image_size, seed=seed, render_mode=render_mode
-        )
-    task = get_task(suite, task_id)
-    register_all()
-    return gym.make(
-        task.env_id,
-        image_size=image_size,
-        seed=seed,
-        render_mode=render_mode,
-        init_spread=init_spread,
-    )
+    check_task(suite, task_id)
+    return family_of(suite).make(suite, int(task_id), image_size, seed, render_mode, init_spread)

@@ -7,10 +7,7 @@ from dataclasses import dataclass, field
 from policies.pruning.config import PrunerConfig
 from prunepi.env import check_address
 
-# openpi examples/libero/main.py waits 10 no-op steps of LIBERO's 220-520 for objects to fall
-# into place. Our envs already settle 0.1 s inside reset() and run 120-280 steps per episode,
-# so the same share of the spatial suite's budget (10/220 of 120) is 5 steps.
-DEFAULT_WARMUP_STEPS = 5
+# Warm-up no-ops per suite family live in envs/families.py.
 # openpi's LIBERO_DUMMY_ACTION: no motion, gripper open (-1 opens ours too).
 NOOP_ACTION = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)
 
@@ -46,7 +43,7 @@ class RolloutConfig:
 
     policy: str | None = None  # served policy "ws://HOST:PORT[/prefix/]" (openpi-client)
     checkpoint: str | None = None  # or a checkpoint folder, loaded in-process by each worker
-    suite: str = "goal"  # envs.SUITES key: spatial | object | goal | long
+    suite: str = "goal"  # ours (spatial | object | goal | long), libero_*, metaworld_mt10
     tasks: tuple[int, ...] = ()  # task ids to run; () = every task of the suite
     episodes_per_task: int = BLOCK_EPISODES  # per task; LIBERO's protocol runs 50
     # episode k of a task starts from fixed initial state init_state_start + k: 0 reports
@@ -61,9 +58,10 @@ class RolloutConfig:
     # 1 = one episode at a time. Episodes are the same either way (worker.py).
     envs_per_worker: int = 1
     replan_steps: int = 5  # actions executed from each chunk before re-planning (openpi: 5)
-    # no-op steps before the policy acts; None = 10 for libero_* suites (openpi), else 5
+    # no-op steps before the policy acts; None = the suite family's (envs/families.py: ours
+    # 5, LIBERO 10 as openpi, Meta-World 0)
     num_warmup_steps: int | None = None
-    max_steps: int | None = None  # policy steps per episode; None = the suite's envs.MAX_STEPS
+    max_steps: int | None = None  # policy steps per episode; None = the suite's limit
     seed: int = 7  # environment seed (openpi LIBERO: 7)
     image_size: int | None = None  # rendered side in px; None = the policy's metadata size
     video_dir: str | None = None  # write one video per episode here (envs.video.write_video)
@@ -91,11 +89,9 @@ class RolloutConfig:
         """num_warmup_steps, or the suite's default (openpi's 10 for real LIBERO)."""
         if self.num_warmup_steps is not None:
             return self.num_warmup_steps
-        if self.suite.startswith("libero_"):
-            from envs.libero import NUM_WARMUP_STEPS  # openpi's num_steps_wait
+        import envs
 
-            return NUM_WARMUP_STEPS
-        return DEFAULT_WARMUP_STEPS
+        return envs.suite_warmup_steps(self.suite)  # envs/families.py
 
     def validate(self) -> None:
         """Raise ValueError naming the offending field and value."""
