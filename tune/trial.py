@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from envs.dataset import dataset_init_spread
+from policies.pruning.telemetry import kept_ratio
 from services.rollout.config import SELECTION_BLOCK, RolloutConfig
 from services.rollout.driver import run_rollout
 from services.train.config import TrainConfig
@@ -158,7 +159,7 @@ def run_trial(config: dict[str, Any], tune_cfg: dict[str, Any]) -> None:
             **success_metrics(results),
             "kept_tokens_mean": results["kept_tokens_mean"],
             "total_tokens": results["total_tokens"],
-            "kept_ratio": results["kept_tokens_mean"] / max(1, results["total_tokens"]),
+            "kept_ratio": kept_ratio(results["kept_tokens_mean"], results["total_tokens"]),
             "train_loss": train.get("train/loss", float("nan")),
             "train_kept_tokens": train.get("prune/kept_tokens_overall_mean", float("nan")),
             "train_argmax_union": train.get("prune/argmax_union_mean", float("nan")),

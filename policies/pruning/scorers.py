@@ -72,7 +72,10 @@ class Scores:
     scores: Tensor  # (B, N, N) fp32, unmasked; S[b, i, j]: row i (query of patch i), col j
     patches: Tensor  # (B, N, D) fp32, normalised patches P (telemetry)
     task: Tensor  # (B, L, D) fp32, normalised task tokens T, padded slots zero (telemetry)
-    queries: Tensor  # (B, N, D) fp32, the queries Q of the score S = Q P^T / sqrt(D)
+    # (B, N, D) fp32, the queries before any residual: rms(attn T) (LightVLA's), or attn T
+    # without the query norm. What `prune/queries_std_mean` reads; the score uses
+    # Q = queries + alpha * P where a residual is on (S = Q P^T / sqrt(D)).
+    queries: Tensor
 
 
 class LowRankLogits(nn.Module):
@@ -161,8 +164,9 @@ class Scorer(nn.Module):
         logits = logits.masked_fill(~task_mask.unsqueeze(1), torch.finfo(logits.dtype).min)
         attn = torch.softmax(logits, dim=-1)  # (B, N, L)
         ctx = batched_matmul(attn, T)  # (B, N, D); padded rows of T are zero
-        Q = rms_norm(ctx) if self.query_norm else ctx  # (B, N, D)
-        if self.alpha:
-            Q = Q + self.alpha * P
+        queries = rms_norm(ctx) if self.query_norm else ctx  # (B, N, D)
+        # The residual's alpha * P has the patches' own spread: telemetry reads `queries`,
+        # before it, so a residual cannot pass for diverse cross-attention queries.
+        Q = queries + self.alpha * P if self.alpha else queries
         S = batched_matmul(Q, P.transpose(1, 2)) / math.sqrt(D)  # (B, N, N)
-        return Scores(scores=S, patches=P, task=T, queries=Q)
+        return Scores(scores=S, patches=P, task=T, queries=queries)

@@ -13,8 +13,13 @@ under torch.no_grad() and fetched with one host sync.
   mean over valid rows of the top1 - top2 score (samples with >= 2 valid patches).
 - noise_scale: the training noise scale (batch mean for the per-sample "gap" schedule).
 - kept_tokens_overall_mean: what inference keeps (no noise, after the budget);
-  kept_tokens_overall_mean_noisy: distinct patches the training slots selected;
-  kept_ratio_overall_mean: per-sample kept / valid patches (no noise), batch mean.
+  kept_tokens_overall_mean_noisy: distinct patches the training slots selected.
+- kept_ratio_overall_mean: kept / ALL pooled patch slots N (masked cameras included), as in
+  the user's log (2.2963 / 768 = 0.0030, docs/problem.md); `kept_ratio` is that one
+  definition, shared by Tune's trials and the reports. kept_ratio_valid_mean: per-sample
+  kept / valid patches, batch mean (a different number when a camera is masked).
+- queries_std_mean: of the cross-attention queries BEFORE any residual (scorers.Scores
+  `queries`); with a residual, alpha * P would add the patches' own spread.
 """
 
 from __future__ import annotations
@@ -38,8 +43,17 @@ METRIC_NAMES: tuple[str, ...] = (
     "prune/kept_tokens_overall_mean",
     "prune/kept_tokens_overall_mean_noisy",
     "prune/kept_ratio_overall_mean",
+    "prune/kept_ratio_valid_mean",
     "prune/noise_scale",
 )
+
+
+def kept_ratio(kept_tokens: float | Tensor, pooled_slots: int) -> float | Tensor:
+    """Kept patches over all pooled patch slots (every camera's, masked ones included): the
+    user's `prune/kept_ratio_overall_mean` (docs/problem.md). The one definition."""
+    if pooled_slots <= 0:
+        raise ValueError(f"pooled_slots must be >= 1, got {pooled_slots}")
+    return kept_tokens / pooled_slots
 
 
 def batch_mean(x: Tensor, ok: Tensor) -> Tensor:
@@ -107,6 +121,7 @@ def compute_metrics(
         batch_mean(top1_gap(scores_m, patch_valid), n_valid >= 2),
         det.count.float().mean(),
         selected_count.float().mean(),
+        kept_ratio(det.count.float(), patch_valid.shape[1]).mean(),
         batch_mean(det.count.float() / n_valid.clamp_min(1), has_p),
         torch.as_tensor(noise_scale, device=scores.device).float().mean(),
     ]

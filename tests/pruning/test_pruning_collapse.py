@@ -62,11 +62,15 @@ def test_lightvla_collapses_and_norm_or_temperature_do_not_cure_it(table):
     assert table["temperature t=0.02"]["union"] < HEALTHY_UNION
 
 
-def test_patch_aware_scorers_escape_the_signature(table):
+def test_patch_aware_scorers_escape_the_union_collapse_not_the_query_collapse(table):
+    """The residual adds each patch's own identity to its score, so rows stop voting alike;
+    the cross-attention queries themselves stay as alike as LightVLA's (queries std is read
+    before the residual: policies/pruning/telemetry.py)."""
     for label in ("residual a=0.2", "lowrank r=16 a=0.2 (init)"):
         assert table[label]["union"] >= HEALTHY_UNION
-        assert table[label]["queries_std"] > 5 * table["lightvla"]["queries_std"]
         assert table[label]["top1_share"] < table["lightvla"]["top1_share"]
+        assert table[label]["queries_std"] < 2 * table["lightvla"]["queries_std"]
+    assert table["residual a=0.2"]["queries_std"] == pytest.approx(table["lightvla"]["queries_std"])
     assert table["centered"]["union"] > 700  # diverse but not selective: keeps everything
     assert set(table) == set(TESTED)
 

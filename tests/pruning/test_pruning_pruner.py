@@ -281,7 +281,9 @@ def test_budget_counts_are_exact(rand_batch):
     ).kept_tokens.tolist() == [60, 50, 60]
     r = run(PrunerConfig(budget="keep_ratio", keep_ratio=0.15), b, train=False)
     assert r.kept_tokens.tolist() == [math.ceil(0.15 * 96), math.ceil(0.15 * 50), 15]
-    assert r.metrics["prune/kept_ratio_overall_mean"] == pytest.approx(
+    # over all 96 pooled slots (the user's definition), and over each sample's valid ones
+    assert r.metrics["prune/kept_ratio_overall_mean"] == pytest.approx((15 + 8 + 15) / 96 / 3)
+    assert r.metrics["prune/kept_ratio_valid_mean"] == pytest.approx(
         (15 / 96 + 8 / 50 + 15 / 96) / 3
     )
     r = run(
