@@ -29,6 +29,7 @@ SCHEDULE_KINDS = get_args(ScheduleKind)
 Budget = Literal["adaptive", "keep_tokens", "keep_ratio"]
 BUDGETS = get_args(Budget)
 PositionIds = Literal["openpi", "lightvla", "compact"]
+ScoreDtype = Literal["float32", "bfloat16"]
 POSITION_IDS = get_args(PositionIds)
 
 
@@ -93,6 +94,9 @@ class PrunerConfig:
     trim_prompt_padding: bool = True  # eval: the MODEL drops padded prompt slots
     noise: NoiseScheduleConfig = field(default_factory=NoiseScheduleConfig)  # training noise
     telemetry: bool = True  # compute the prune/* metrics (one host sync per call)
+    # Precision of the LightVLA-family scores: "float32" (autocast off) or "bfloat16", as
+    # LightVLA's own training computes them (policies/pruning/scorers.py `Scorer`).
+    score_dtype: ScoreDtype = "float32"
 
     def validate(self) -> None:
         # The scorer table imports the scorer modules, which import this one: read it here.
@@ -142,5 +146,6 @@ PRUNER_RULES = {
     "position_ids": one_of(POSITION_IDS),
     "trim_prompt_padding": BOOL,
     "telemetry": BOOL,
+    "score_dtype": one_of(ScoreDtype),
     "noise": Rule(lambda v: isinstance(v, NoiseScheduleConfig), "a NoiseScheduleConfig"),
 }

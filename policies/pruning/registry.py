@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from policies.pruning.config import PrunerConfig
@@ -32,26 +33,37 @@ class ScorerSpec:
     table: tuple[tuple[str, dict[str, Any]], ...] = ()  # synthetic rows: (label, overrides)
 
 
+def _dt(cfg: PrunerConfig) -> torch.dtype:
+    """`pruning.score_dtype` as a torch dtype (scorers.Scorer `dtype`)."""
+    return getattr(torch, cfg.score_dtype)
+
+
 def _lowrank(cfg: PrunerConfig, width: int, _: int | None) -> nn.Module:
-    return Scorer(width, alpha=cfg.residual_alpha, lowrank=LowRankLogits(width, cfg.lowrank_rank))
+    lowrank = LowRankLogits(width, cfg.lowrank_rank)
+    return Scorer(width, alpha=cfg.residual_alpha, lowrank=lowrank, dtype=_dt(cfg))
 
 
 SCORERS: dict[str, ScorerSpec] = {
     # LightVLA's parameter-free scorer, faithful (docs/references.md §2).
-    "lightvla": ScorerSpec(lambda cfg, w, _: Scorer(w), searched=True, table=(("lightvla", {}),)),
+    "lightvla": ScorerSpec(
+        lambda cfg, w, _: Scorer(w, dtype=_dt(cfg)),
+        searched=True,
+        table=(("lightvla", {}), ("lightvla bf16 scores", {"score_dtype": "bfloat16"})),
+    ),
     # The cures of docs/problem.md §4 (docs/collapse-notes.md measures each).
     "no_query_norm": ScorerSpec(
-        lambda cfg, w, _: Scorer(w, query_norm=False), table=(("no_query_norm", {}),)
+        lambda cfg, w, _: Scorer(w, query_norm=False, dtype=_dt(cfg)),
+        table=(("no_query_norm", {}),),
     ),
     "temperature": ScorerSpec(
-        lambda cfg, w, _: Scorer(w, temperature=cfg.temperature),
+        lambda cfg, w, _: Scorer(w, temperature=cfg.temperature, dtype=_dt(cfg)),
         table=(
             ("temperature t=0.1", {"temperature": 0.1}),
             ("temperature t=0.02", {"temperature": 0.02}),
         ),
     ),
     "residual": ScorerSpec(
-        lambda cfg, w, _: Scorer(w, alpha=cfg.residual_alpha),
+        lambda cfg, w, _: Scorer(w, alpha=cfg.residual_alpha, dtype=_dt(cfg)),
         searched=True,
         table=(
             ("residual a=0.05", {"residual_alpha": 0.05}),
@@ -61,7 +73,9 @@ SCORERS: dict[str, ScorerSpec] = {
     "lowrank": ScorerSpec(
         _lowrank, searched=True, table=(("lowrank r=16 a=0.2 (init)", {"lowrank_rank": 16}),)
     ),
-    "centered": ScorerSpec(lambda cfg, w, _: Scorer(w, center=True), table=(("centered", {}),)),
+    "centered": ScorerSpec(
+        lambda cfg, w, _: Scorer(w, center=True, dtype=_dt(cfg)), table=(("centered", {}),)
+    ),
     # Training-free orderings (policies/pruning/training_free.py): they need a budget.
     "random": ScorerSpec(PriorityScorer, needs_budget=True),
     "grid": ScorerSpec(PriorityScorer, needs_budget=True),

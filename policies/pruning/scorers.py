@@ -115,6 +115,10 @@ class Scorer(nn.Module):
     alpha: weight of the patch residual in the query, Q = norm(ctx) + alpha * P (LightVLA: 0).
     center: centre patches / task over their valid tokens before the norm (LightVLA: no).
     lowrank: learnable addition to the attention logits (LightVLA: none).
+    dtype: precision of the norms' outputs, the matmuls and the scores. float32 (default,
+    autocast off); bfloat16 is LightVLA's own under bf16 autocast: its rms_norm casts back
+    to the input dtype, so at |S| ~ 29 the score step is 0.125, three times the user's
+    top-1/top-2 gap of 0.04 (docs/problem.md), and tied rows all pick the lowest index.
     """
 
     def __init__(
@@ -126,9 +130,11 @@ class Scorer(nn.Module):
         alpha: float = 0.0,
         center: bool = False,
         lowrank: LowRankLogits | None = None,
+        dtype: torch.dtype = torch.float32,
     ):
         super().__init__()
         self.width = width
+        self.dtype = dtype
         self.query_norm = query_norm
         self.temperature = temperature
         self.alpha = alpha
@@ -151,22 +157,25 @@ class Scorer(nn.Module):
         if self.center:
             p = p - masked_mean(p, patch_valid)
             t = torch.where(task_mask.unsqueeze(-1), t - masked_mean(t, task_mask), 0.0)
-        P = rms_norm(p)  # (B, N, D)
-        T = rms_norm(t)  # (B, L, D); rms(0) = 0 in padded slots
+        dt = self.dtype
+        P = rms_norm(p).to(dt)  # (B, N, D)
+        T = rms_norm(t).to(dt)  # (B, L, D); rms(0) = 0 in padded slots
 
         # Patch -> task cross-attention, key-padding mask from task_mask. Masked logits get
         # the most negative float (not -inf): exp underflows to exactly 0, and a prompt
         # with no valid token gives a zero context instead of NaN.
         logits = batched_matmul(P, T.transpose(1, 2)) / math.sqrt(D)  # (B, N, L)
         if self.lowrank is not None:
-            logits = logits + self.lowrank(P, T)
+            logits = logits + self.lowrank(P.float(), T.float()).to(dt)
         logits = logits / self.temperature
         logits = logits.masked_fill(~task_mask.unsqueeze(1), torch.finfo(logits.dtype).min)
-        attn = torch.softmax(logits, dim=-1)  # (B, N, L)
+        attn = torch.softmax(logits.float(), dim=-1).to(dt)  # (B, N, L); autocast's fp32
         ctx = batched_matmul(attn, T)  # (B, N, D); padded rows of T are zero
-        queries = rms_norm(ctx) if self.query_norm else ctx  # (B, N, D)
+        queries = rms_norm(ctx).to(dt) if self.query_norm else ctx  # (B, N, D)
         # The residual's alpha * P has the patches' own spread: telemetry reads `queries`,
         # before it, so a residual cannot pass for diverse cross-attention queries.
         Q = queries + self.alpha * P if self.alpha else queries
         S = batched_matmul(Q, P.transpose(1, 2)) / math.sqrt(D)  # (B, N, N)
-        return Scores(scores=S, patches=P, task=T, queries=queries)
+        # bf16 scores stay bf16-rounded in fp32: equal rows stay tied for the argmax.
+        f = torch.float32
+        return Scores(scores=S.to(f), patches=P.to(f), task=T.to(f), queries=queries.to(f))

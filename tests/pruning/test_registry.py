@@ -51,5 +51,28 @@ def test_tune_and_the_table_read_the_registry():
     from tune.space import SCORERS
 
     assert SCORERS == ("lightvla", "residual", "lowrank")
-    assert [label for label, _ in VARIANTS][:2] == ["lightvla", "no_query_norm"]
+    assert [label for label, _ in VARIANTS][:3] == [
+        "lightvla",
+        "lightvla bf16 scores",
+        "no_query_norm",
+    ]
     assert {cfg.scorer for _, cfg in VARIANTS} <= set(registry.SCORERS)
+
+
+def test_bf16_scores_are_bf16_rounded_and_fp32_stays_exact():
+    """pruning.score_dtype: "bfloat16" computes LightVLA's scores as its bf16 autocast does
+    (every score a bf16 value, so near rows tie); "float32" is the default, unchanged."""
+    g = torch.Generator().manual_seed(0)
+    args = (
+        torch.randn(2, 24, 64, generator=g),
+        torch.ones(2, 24, dtype=torch.bool),
+        torch.randn(2, 6, 64, generator=g),
+        torch.ones(2, 6, dtype=torch.bool),
+    )
+    s32 = registry.build_scorer(PrunerConfig(), 64)(*args).scores
+    s16 = registry.build_scorer(PrunerConfig(score_dtype="bfloat16"), 64)(*args).scores
+    assert s16.dtype == s32.dtype == torch.float32
+    assert torch.equal(s16, s16.bfloat16().float()) and not torch.equal(s32, s32.bfloat16().float())
+    assert (s16 - s32).abs().max() < 0.1 * s32.abs().max()
+    with pytest.raises(ValueError, match="pruning.score_dtype must be one of"):
+        PrunerConfig(score_dtype="float16").validate()
