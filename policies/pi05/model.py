@@ -313,7 +313,9 @@ class Pi05Model(nn.Module):
             L = int(own[:, 1].max().item()) if B else L
             lang, lang_mask = lang[:, :L], lang_mask[:, :L]
         pad = torch.cat([r.valid, lang_mask], dim=1)  # (B, K + L)
-        layout = PrunedLayout(pos_full, next_full, r.index, pad, N, self.config.max_token_len)
+        layout = PrunedLayout(
+            pos_full, next_full, r.index, r.keep_mask, pad, N, self.config.max_token_len
+        )
         position_ids, next_pos = NUMBERINGS[pc.position_ids](layout)
         return Prefix(
             embs=torch.cat([kept, lang.to(kept.dtype)], dim=1),

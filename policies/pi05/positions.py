@@ -23,7 +23,8 @@ from torch import Tensor
 class PrunedLayout:
     pos_full: Tensor  # (B, N + L_full) unpruned ids: cumsum(pad) - 1
     next_full: Tensor  # (B,) unpruned suffix start: valid prefix tokens
-    index: Tensor  # (B, K) pool index of each kept patch slot
+    index: Tensor  # (B, K) pool index of each patch slot (train: K = N, one per slot)
+    selected: Tensor  # (B, N) bool: the pool patches kept (eval) / selected (train)
     pad: Tensor  # (B, K + L) bool: kept patches, then the (possibly trimmed) prompt
     num_patches: int  # N: pooled patch slots of all cameras
     max_token_len: int  # prompt slots of the model (L_full)
@@ -48,8 +49,18 @@ def lightvla_ids(x: PrunedLayout) -> tuple[Tensor, Tensor]:
 
 
 def compact_ids(x: PrunedLayout) -> tuple[Tensor, Tensor]:
-    """Renumber the pruned prefix by the cumsum of its own pad mask (no gaps)."""
-    return torch.cumsum(x.pad.long(), dim=1) - 1, x.pad.long().sum(-1)
+    """Number the selected patches 0..n-1 in pool order, language from n: the pruned prefix
+    without gaps. Train and eval agree: in eval each kept token is one selected patch; in
+    training (nothing removed, every slot holds the patch it selected) a slot takes its
+    patch's rank, so slots that selected the same patch share its id and the language
+    starts at the distinct selected count, exactly where eval would put it."""
+    K = x.index.shape[1]
+    rank = torch.cumsum(x.selected.long(), dim=1) - 1  # (B, N) rank among the selected
+    patch = rank.gather(1, x.index).clamp_min(0)  # (B, K)
+    n = x.selected.long().sum(-1)  # (B,)
+    lang_mask = x.pad[:, K:].long()  # (B, L)
+    lang = n[:, None] + torch.cumsum(lang_mask, dim=1) - 1
+    return torch.cat([patch, lang], dim=1), n + lang_mask.sum(-1)
 
 
 NUMBERINGS: dict[str, Callable[[PrunedLayout], tuple[Tensor, Tensor]]] = {

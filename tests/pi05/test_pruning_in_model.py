@@ -215,3 +215,32 @@ def test_every_position_ids_mode_has_one_numbering():
     from policies.pruning.config import POSITION_IDS
 
     assert tuple(NUMBERINGS) == POSITION_IDS
+
+
+def test_compact_position_ids_agree_between_training_and_eval():
+    """issue 13: "compact" numbered every training slot by its own position but renumbered
+    the kept tokens in eval. Now a training slot takes the rank of the patch it selected:
+    with no noise the training ids are the eval ids, patch for patch."""
+    model = model_with(position_ids="compact", trim_prompt_padding=False)  # adaptive, no noise
+    obs = obs_for(model)
+    with torch.no_grad():
+        ev = model.embed_prefix(obs)
+        model.train()
+        tr = model.embed_prefix(obs)  # step None: no noise
+        model.eval()
+        patches, valid = model.embed_images(obs)
+        model.train()
+        r = model.pruner(
+            patches, valid, model.embed_language(obs.tokenized_prompt), obs.tokenized_prompt_mask
+        )
+        model.eval()
+    N, L = model.config.num_patches_total, obs.tokenized_prompt.shape[1]
+    assert torch.equal(tr.next_position, ev.next_position)
+    for b in range(B):
+        k = int(ev.kept_tokens[b])
+        eval_ids = dict(zip(ev.position_ids[b, :k].tolist(), range(k)))
+        assert list(eval_ids) == list(range(k))  # eval: 0..k-1, no gaps
+        slots = r.valid[b]
+        train_ids = tr.position_ids[b, :N][slots]
+        assert set(train_ids.tolist()) == set(range(k))  # the same ids, shared by duplicates
+        assert torch.equal(tr.position_ids[b, N:], ev.position_ids[b, -L:])  # language
