@@ -54,6 +54,13 @@ ABLATION: dict[str, dict[str, Any]] = {
         "budget": "keep_ratio",
         "keep_ratio": 0.15,
     },
+    # A cure through the objective (policies/pruning/objectives.py, DynamicViT's ratio loss):
+    # the faithful scorer and schedule, adaptive budget, pulled towards 25 % of the patches.
+    "lightvla / keep-ratio loss": {
+        "scorer": "lightvla",
+        "schedule": "linear",
+        "keep_loss_weight": 1.0,
+    },
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -64,6 +71,8 @@ DEFAULTS: dict[str, Any] = {
     "keep_tokens": 16,
     "min_keep": 1,
     "scorer": "lightvla",
+    "keep_loss_weight": 0.0,
+    "keep_loss_target": 0.25,
 }
 
 
@@ -91,6 +100,8 @@ def pruner_config(params: dict[str, Any], total_steps: int) -> PrunerConfig:
         keep_ratio=float(params["keep_ratio"]),
         keep_tokens=int(params["keep_tokens"]),
         min_keep=int(params["min_keep"]),
+        keep_loss_weight=float(params["keep_loss_weight"]),
+        keep_loss_target=float(params["keep_loss_target"]),
         noise=NoiseScheduleConfig(
             kind=params["schedule"],
             scale=float(params["noise_scale"]),

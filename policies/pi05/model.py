@@ -91,6 +91,7 @@ class Prefix:
     kept_tokens: Tensor  # (B,) long: patch tokens the prefix keeps (valid ones)
     total_tokens: int  # N_total patch slots before pruning
     metrics: dict[str, float] = field(default_factory=dict)  # prune/* telemetry
+    aux_loss: Tensor | None = None  # () the pruner's training objective, if it has one
     # Eval under pruning: (patch slots, prompt slots) of each sample's prefix embedded ALONE;
     # the batch pads both to its largest. None: every sample has the batch's lengths.
     own_lengths: Tensor | None = None  # (B, 2) long
@@ -148,6 +149,12 @@ class LossOutput:
     position_ids: Tensor  # (B, S_p + H) of the joint pass
     prefix: Prefix
     metrics: dict[str, float]
+
+    @property
+    def total(self) -> Tensor:
+        """() what training minimizes: openpi's mean MSE, plus the pruner's objective."""
+        mse = self.loss.mean()
+        return mse if self.prefix.aux_loss is None else mse + self.prefix.aux_loss
 
 
 @dataclass
@@ -327,6 +334,7 @@ class Pi05Model(nn.Module):
             total_tokens=N,
             metrics=r.metrics,
             own_lengths=own,
+            aux_loss=r.aux_loss,
         )
 
     def _own_lengths(self, kept: Tensor, lang_mask: Tensor) -> Tensor:

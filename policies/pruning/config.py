@@ -97,6 +97,12 @@ class PrunerConfig:
     # Precision of the LightVLA-family scores: "float32" (autocast off) or "bfloat16", as
     # LightVLA's own training computes them (policies/pruning/scorers.py `Scorer`).
     score_dtype: ScoreDtype = "float32"
+    # Keep-ratio loss (policies/pruning/objectives.py, after DynamicViT): in training, add
+    # weight * (soft kept fraction - target)^2 to the loss; 0 turns it off. The soft kept
+    # fraction is the expected union of the rows' picks at temperature tau.
+    keep_loss_weight: float = 0.0
+    keep_loss_target: float = 0.25  # target kept fraction of the valid patches
+    keep_loss_temperature: float = 0.05  # tau: below the score gaps, so a collapse shows
 
     def validate(self) -> None:
         # The scorer table imports the scorer modules, which import this one: read it here.
@@ -147,5 +153,8 @@ PRUNER_RULES = {
     "trim_prompt_padding": BOOL,
     "telemetry": BOOL,
     "score_dtype": one_of(ScoreDtype),
+    "keep_loss_weight": real_at_least(0),
+    "keep_loss_target": real_in(0, 1, lo_open=True),
+    "keep_loss_temperature": real_above(0),
     "noise": Rule(lambda v: isinstance(v, NoiseScheduleConfig), "a NoiseScheduleConfig"),
 }

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from policies.pruning.config import PrunerConfig
+from policies.pruning.objectives import keep_ratio_loss
 from policies.pruning.registry import build_scorer
 from policies.pruning.schedule import make_schedule
 from policies.pruning.selection import (
@@ -55,6 +56,7 @@ class PruneResult:
     kept_tokens: Tensor  # (B,) long: kept (eval) / distinct selected (train, noisy) patches
     metrics: dict[str, float]  # METRIC_NAMES -> value ({} when cfg.telemetry is False)
     keep_mask: Tensor | None = None  # (B, N) bool: eval kept / train distinct selected patches
+    aux_loss: Tensor | None = None  # () training objective on the selection (objectives.py)
 
 
 class TokenPruner(nn.Module):
@@ -115,7 +117,11 @@ class TokenPruner(nn.Module):
         metrics = self._metrics(
             sc, scores_m, patch_valid, task_mask, det, noisy, n_sel, noise_scale
         )
-        return PruneResult(out, index, patch_valid, n_sel, metrics, selected)
+        aux = None
+        if self.cfg.keep_loss_weight > 0:
+            aux = keep_ratio_loss(self.cfg, scores_n, patch_valid)
+            metrics = {**metrics, "prune/keep_loss": float(aux.detach())} if metrics else metrics
+        return PruneResult(out, index, patch_valid, n_sel, metrics, selected, aux)
 
     # -- helpers -------------------------------------------------------------------------
 

@@ -73,7 +73,9 @@ class Stepper:
         for group in self.opt.param_groups:
             group["lr"] = self.lr(global_step)
         out = self.net(obs, actions, step=global_step)  # out.loss (b, H, action_dim)
-        loss = out.loss.mean()  # openpi averages over batch, horizon and all action dims
+        # openpi averages over batch, horizon and all action dims; plus the pruner's
+        # objective when it has one (pruning.keep_loss_weight)
+        loss = out.total
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad_norm)
         self.opt.step()
