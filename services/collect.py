@@ -24,9 +24,19 @@ from envs import lerobot_format as lf
 from envs.layouts import check_init_spread
 from envs.scene import CONTROL_HZ
 from envs.suites import SUITES
+from prunepi.checks import check_fields, int_at_least, real_at_least
 from prunepi.env import check_address, connect_ray
 
 _SEED_STRIDE = 1_000_000  # layout seed = seed * stride + attempt: disjoint across seeds
+
+
+COLLECT_RULES = {
+    "episodes_per_task": int_at_least(1),
+    "num_workers": int_at_least(1),
+    "image_size": int_at_least(16),
+    "seed": int_at_least(0),
+    "max_attempts_per_demo": real_at_least(1),
+}
 
 
 @dataclass(frozen=True)
@@ -53,20 +63,7 @@ class CollectConfig:
             raise ValueError(
                 f"suite: unknown suite {self.suite!r}; expected one of {sorted(SUITES)} or 'all'"
             )
-        for name in ("episodes_per_task", "num_workers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
-        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int):
-            raise ValueError(f"image_size: expected an int >= 16, got {self.image_size!r}")
-        if self.image_size < 16:
-            raise ValueError(f"image_size: expected an int >= 16, got {self.image_size!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed: expected a non-negative int, got {self.seed!r}")
-        if self.max_attempts_per_demo < 1:
-            raise ValueError(
-                f"max_attempts_per_demo: expected >= 1, got {self.max_attempts_per_demo!r}"
-            )
+        check_fields("collect", self, COLLECT_RULES)
         check_init_spread(self.init_spread)
         check_address("address", self.address)
         object.__setattr__(self, "out", pathlib.Path(self.out))

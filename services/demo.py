@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from policies.pruning.config import PrunerConfig
 from prunepi import env
+from prunepi.checks import check_fields, int_at_least
 from services import reference as ref_recipe
 from services.rollout.config import REPORT_BLOCK, RolloutConfig, check_init_block
 
@@ -38,6 +39,21 @@ def _demo_pruner() -> PrunerConfig:
     # The residual scorer (docs/collapse-notes.md) with a fixed budget: half of the valid
     # patches, so kept tokens are comparable across tasks and with the training-free point.
     return PrunerConfig(enabled=True, scorer="residual", budget="keep_ratio", keep_ratio=0.5)
+
+
+DEMO_RULES = dict.fromkeys(
+    (
+        "demos_per_task",
+        "train_steps",
+        "train_workers",
+        "batch_size",
+        "episodes_per_task",
+        "rollout_workers",
+        "envs_per_worker",
+        "num_cpus",
+    ),
+    int_at_least(1),
+)
 
 
 @dataclass(frozen=True)
@@ -71,18 +87,7 @@ class DemoConfig:
     fresh: bool = False  # delete OUT first instead of reusing its data and training run
 
     def validate(self) -> None:
-        for f in (
-            "demos_per_task",
-            "train_steps",
-            "train_workers",
-            "batch_size",
-            "episodes_per_task",
-            "rollout_workers",
-            "envs_per_worker",
-            "num_cpus",
-        ):
-            if getattr(self, f) <= 0:
-                raise ValueError(f"{f} must be positive, got {getattr(self, f)}")
+        check_fields("demo", self, DEMO_RULES)
         if not self.pruning.enabled or self.pruning.budget != "keep_ratio":
             raise ValueError(
                 f"pruning must be enabled with budget 'keep_ratio' (the training-free point is "

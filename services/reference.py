@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prunepi import env
+from prunepi.checks import check_fields, int_at_least
 
 # The suite, init regions and camera size the reference was trained for: the demo and the
 # curve evaluate it under the same ones (services/demo.py, reports/curve_reference.md).
@@ -45,9 +46,8 @@ class ReferenceConfig:
     address: str | None = None  # Ray cluster to join; None: RAY_ADDRESS, else embedded
 
     def validate(self) -> None:
-        for f in ("demos_per_task", "workers", "num_cpus"):
-            if getattr(self, f) <= 0:
-                raise ValueError(f"{f} must be positive, got {getattr(self, f)}")
+        rules = dict.fromkeys(("demos_per_task", "workers", "num_cpus"), int_at_least(1))
+        check_fields("reference", self, rules)
         env.check_address("address", self.address)
 
 

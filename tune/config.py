@@ -13,6 +13,18 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from prunepi.checks import (
+    Rule,
+    check,
+    check_fields,
+    int_at_least,
+    is_real,
+    nonempty,
+    one_of,
+    optional,
+    real_above,
+    real_at_least,
+)
 from prunepi.env import check_address
 
 EXPERIMENTS = ("search", "noise-ablation")
@@ -57,41 +69,9 @@ class TuneConfig:
     report_dir: str = "reports"  # noise-ablation writes noise_ablation.md (+ .png) here
 
     def validate(self) -> None:
-        def bad(name: str, rule: str) -> ValueError:
-            return ValueError(f"tune.{name} must be {rule}, got {getattr(self, name)!r}")
-
-        if self.experiment not in EXPERIMENTS:
-            raise bad("experiment", f"one of {EXPERIMENTS}")
-        if self.searcher not in SEARCHERS:
-            raise bad("searcher", f"one of {SEARCHERS}")
-        if not self.data:
-            raise bad("data", "a LeRobot dataset folder")
-        for name in (
-            "trials",
-            "steps",
-            "rungs",
-            "episodes_per_task",
-            "rollout_workers",
-            "max_concurrent_trials",
-            "train_workers",
-            "grace_rungs",
-        ):
-            if getattr(self, name) < 1:
-                raise bad(name, ">= 1")
-        if self.steps < self.rungs:
-            raise bad("steps", f">= rungs ({self.rungs})")
-        if self.kept_weight < 0:
-            raise bad("kept_weight", ">= 0")
-        if self.trial_cpus <= 0:
-            raise bad("trial_cpus", "> 0 (Ray refuses a trial with no resources)")
-        if self.cpus_per_train_worker < 0:
-            raise bad("cpus_per_train_worker", ">= 0")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise bad("batch_size", "None or >= 1")
-        if self.lr is not None and not self.lr > 0:
-            raise bad("lr", "None or > 0")
-        if self.gpus_per_worker < 0:
-            raise bad("gpus_per_worker", ">= 0")
+        check_fields("tune", self, TUNE_RULES)
+        at_least_rungs = Rule(lambda v: v >= self.rungs, f">= rungs ({self.rungs})")
+        check("tune", "steps", self.steps, at_least_rungs)  # a rung is at least one step
         check_address("tune.address", self.address)
         # Trials roll out on the selection block of initial states (tune/trial.py), which
         # must exist in the suite: ours have 200 per task, real LIBERO only its 50.
@@ -101,3 +81,31 @@ class TuneConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+TUNE_RULES = {
+    "experiment": one_of(EXPERIMENTS),
+    "searcher": one_of(SEARCHERS),
+    "data": nonempty("a LeRobot dataset folder"),
+    **dict.fromkeys(
+        (
+            "trials",
+            "steps",
+            "rungs",
+            "episodes_per_task",
+            "rollout_workers",
+            "max_concurrent_trials",
+            "train_workers",
+            "grace_rungs",
+        ),
+        int_at_least(1),
+    ),
+    "kept_weight": real_at_least(0),
+    "trial_cpus": Rule(
+        lambda v: is_real(v) and v > 0, "> 0 (Ray refuses a trial with no resources)"
+    ),
+    "cpus_per_train_worker": real_at_least(0),
+    "batch_size": optional(int_at_least(1)),
+    "lr": optional(real_above(0)),
+    "gpus_per_worker": real_at_least(0),
+}

@@ -5,6 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from policies.pruning.config import PrunerConfig
+from prunepi.checks import (
+    Rule,
+    check_fields,
+    int_at_least,
+    optional,
+    real_at_least,
+)
 from prunepi.env import check_address
 
 # Warm-up no-ops per suite family live in envs/families.py.
@@ -21,6 +28,18 @@ NOOP_ACTION = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)
 REPORT_BLOCK = 0
 SELECTION_BLOCK = 100
 BLOCK_EPISODES = 50
+
+
+ROLLOUT_RULES = {
+    **dict.fromkeys(
+        ("episodes_per_task", "num_workers", "replan_steps", "envs_per_worker"), int_at_least(1)
+    ),
+    "num_warmup_steps": optional(int_at_least(0)),
+    "num_cpus_per_worker": real_at_least(0),
+    "max_steps": optional(int_at_least(1)),
+    "image_size": optional(int_at_least(16)),
+    "tasks": Rule(lambda v: len(set(v)) == len(v), "task ids without repeats"),
+}
 
 
 def check_init_block(suite: str, start: int, count: int, name: str = "init_state_start") -> None:
@@ -107,19 +126,7 @@ class RolloutConfig:
                 f"prune applies to an in-process checkpoint; a served policy prunes as its "
                 f"ServeConfig.prune says, got prune={self.prune!r} with policy={self.policy!r}"
             )
-        for f in ("episodes_per_task", "num_workers", "replan_steps", "envs_per_worker"):
-            if getattr(self, f) <= 0:
-                raise ValueError(f"{f} must be positive, got {getattr(self, f)}")
-        if self.num_warmup_steps is not None and self.num_warmup_steps < 0:
-            raise ValueError(f"num_warmup_steps must be >= 0, got {self.num_warmup_steps}")
-        if self.num_cpus_per_worker < 0:
-            raise ValueError(f"num_cpus_per_worker must be >= 0, got {self.num_cpus_per_worker}")
-        if self.max_steps is not None and self.max_steps <= 0:
-            raise ValueError(f"max_steps must be positive or None, got {self.max_steps}")
-        if self.image_size is not None and self.image_size < 16:
-            raise ValueError(f"image_size must be >= 16 or None, got {self.image_size}")
-        if len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"tasks must not repeat, got {self.tasks}")
+        check_fields("rollout", self, ROLLOUT_RULES)
         check_address("address", self.address)
         check_init_block(self.suite, self.init_state_start, self.episodes_per_task)
         self._validate_checkpoint()

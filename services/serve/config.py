@@ -5,6 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from policies.pruning.config import PrunerConfig
+from prunepi.checks import (
+    Rule,
+    check_fields,
+    int_at_least,
+    is_int,
+    one_of,
+    real_above,
+    real_at_least,
+)
 from prunepi.env import check_address
 
 
@@ -56,31 +65,7 @@ class ServeConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the offending field and value."""
-        if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ValueError(
-                f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}"
-            )
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be in [0, 65535], got {self.port}")
-        if self.api_key is not None and not self.api_key.strip():
-            raise ValueError(f"api_key must be None or non-empty, got {self.api_key!r}")
-        positive = (
-            "num_replicas",
-            "max_batch_size",
-            "max_message_bytes",
-            "max_connections_per_replica",
-            "startup_timeout_s",
-        )
-        for f in positive:
-            if getattr(self, f) <= 0:
-                raise ValueError(f"{f} must be positive, got {getattr(self, f)}")
-        for f in ("num_cpus_per_replica", "num_gpus_per_replica", "batch_wait_timeout_s"):
-            if getattr(self, f) < 0:
-                raise ValueError(f"{f} must be >= 0, got {getattr(self, f)}")
-        if not self.route_prefix.startswith("/"):
-            raise ValueError(f"route_prefix must start with '/', got {self.route_prefix!r}")
-        if self.prune not in (None, True, False):
-            raise ValueError(f"prune must be None, True or False, got {self.prune!r}")
+        check_fields("serve", self, SERVE_RULES)
         check_address("address", self.address)
         # Last (it reads the weights' header and the tokenizer): either layout, saying what
         # an openpi folder lacks, before any replica tries to load it.
@@ -104,3 +89,20 @@ class ServeConfig:
         """What openpi-client's WebsocketClientPolicy(host=...) takes. Under a route prefix
         the trailing slash matters: Starlette matches the websocket route "/" only then."""
         return "ws" + self.url[len("http") :] + ("/" if self.route_prefix != "/" else "")
+
+
+SERVE_RULES = {
+    "log_level": one_of(("DEBUG", "INFO", "WARNING", "ERROR")),
+    "port": Rule(lambda v: is_int(v) and 0 <= v <= 65535, "in [0, 65535]"),
+    "api_key": Rule(lambda v: v is None or bool(v.strip()), "None or non-empty"),
+    **dict.fromkeys(
+        ("num_replicas", "max_batch_size", "max_message_bytes", "max_connections_per_replica"),
+        int_at_least(1),
+    ),
+    "startup_timeout_s": real_above(0),
+    **dict.fromkeys(
+        ("num_cpus_per_replica", "num_gpus_per_replica", "batch_wait_timeout_s"), real_at_least(0)
+    ),
+    "route_prefix": Rule(lambda v: v.startswith("/"), "a path starting with '/'"),
+    "prune": Rule(lambda v: v in (None, True, False), "None, True or False"),
+}

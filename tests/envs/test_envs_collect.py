@@ -99,7 +99,7 @@ def test_expert_demos_are_reproducible():
     ("kwargs", "words"),
     [
         ({"suite": "spacial"}, "suite: unknown suite 'spacial'"),
-        ({"episodes_per_task": 0}, "episodes_per_task: expected an int >= 1, got 0"),
+        ({"episodes_per_task": 0}, "collect.episodes_per_task must be an integer >= 1, got 0"),
         ({"num_workers": 0}, "num_workers"),
         ({"image_size": 4}, "image_size"),
         ({"seed": -1}, "seed"),

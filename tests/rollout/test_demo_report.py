@@ -80,7 +80,7 @@ def test_demo_rolls_out_on_the_report_block():
 
 
 def test_demo_config_errors_name_the_field(tmp_path):
-    with pytest.raises(ValueError, match="train_steps must be positive, got 0"):
+    with pytest.raises(ValueError, match="demo.train_steps must be an integer >= 1, got 0"):
         DemoConfig(train_steps=0).validate()
     with pytest.raises(ValueError, match="pruning must be enabled with budget 'keep_ratio'"):
         DemoConfig(pruning=PrunerConfig(enabled=False)).validate()

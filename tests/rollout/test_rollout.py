@@ -84,7 +84,7 @@ def test_rollout_config_errors_name_the_field(tmp_path):
         RolloutConfig().validate()
     with pytest.raises(ValueError, match="policy must be a ws://HOST:PORT URL, got 'http://x'"):
         RolloutConfig(policy="http://x").validate()
-    with pytest.raises(ValueError, match="replan_steps must be positive, got 0"):
+    with pytest.raises(ValueError, match="rollout.replan_steps must be an integer >= 1, got 0"):
         RolloutConfig(policy="ws://x:1", replan_steps=0).validate()
     with pytest.raises(ValueError, match="prune applies to an in-process checkpoint"):
         RolloutConfig(policy="ws://x:1", prune=False).validate()

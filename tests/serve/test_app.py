@@ -56,7 +56,7 @@ def test_config_file_values_keep_their_yaml_types(ckpt):
         ({"port": "9000"}, ["`port` is set by Serve", "http_options.port"]),
         ({"route_prefix": "/x"}, ["`route_prefix` is set by Serve", "route_prefix"]),
         ({"num_replicas": "two"}, ["`num_replicas` must be an int", "'two'"]),
-        ({"num_replicas": "0"}, ["num_replicas must be positive, got 0"]),
+        ({"num_replicas": "0"}, ["serve.num_replicas must be an integer >= 1, got 0"]),
         ({"prune": "maybe"}, ["`prune` must be a boolean", "'maybe'"]),
         ({"batch_wait_timeout_s": "soon"}, ["`batch_wait_timeout_s` must be a number"]),
         ({"api_key": 7}, ["`api_key` must be a string", "7"]),

@@ -81,9 +81,9 @@ def test_serve_config_validation(tmp_path):
         ServeConfig(checkpoint=str(tmp_path)).validate()
     tmp_path = make_tiny_checkpoint(tmp_path / "ckpt")  # a whole prunepi checkpoint
     ServeConfig(checkpoint=str(tmp_path)).validate()
-    with pytest.raises(ValueError, match="max_batch_size must be positive, got 0"):
+    with pytest.raises(ValueError, match="serve.max_batch_size must be an integer >= 1, got 0"):
         ServeConfig(checkpoint=str(tmp_path), max_batch_size=0).validate()
-    with pytest.raises(ValueError, match="route_prefix must start with '/'"):
+    with pytest.raises(ValueError, match="serve.route_prefix must be a path starting with '/'"):
         ServeConfig(checkpoint=str(tmp_path), route_prefix="x").validate()
     cfg = ServeConfig(checkpoint=str(tmp_path), port=1234, route_prefix="/k")
     assert cfg.ws_url == "ws://127.0.0.1:1234/k/"

@@ -44,7 +44,7 @@ def test_validation_names_field():
         TuneConfig(data="x", searcher="grid").validate()
     with pytest.raises(ValueError, match="tune.steps"):
         TuneConfig(data="x", steps=1, rungs=2).validate()
-    with pytest.raises(ValueError, match="tune.lr must be None or > 0, got 0.0"):
+    with pytest.raises(ValueError, match="tune.lr must be > 0 or None, got 0.0"):
         TuneConfig(data="x", lr=0.0).validate()
     with pytest.raises(ValueError, match="tune.batch_size"):
         TuneConfig(data="x", batch_size=0).validate()
