@@ -70,7 +70,9 @@ class PolicyDeployment:
         self.policy = load_policy(
             cfg.checkpoint, LoadOptions.of(cfg), device=cfg.device, prune=cfg.prune
         )
-        self.metadata = dict(self.policy.metadata)
+        # The policy's metadata, plus which replica answers this connection (a websocket
+        # stays on one replica): how a client, or a test, tells replicas apart.
+        self.metadata = {**self.policy.metadata, "replica": serve.get_replica_context().replica_tag}
         self._infer_batch.set_max_batch_size(cfg.max_batch_size)
         self._infer_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
 

@@ -71,6 +71,7 @@ def test_openpi_client_gets_pruned_actions_from_an_openpi_folder(local_ray, open
             client._ws.close()  # openpi-client has no close()
     finally:
         handle.stop()
+    assert isinstance(meta.pop("replica"), str)  # which replica answers this connection
     assert meta == {
         "action_horizon": 10,
         "action_dim": 7,

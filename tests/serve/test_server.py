@@ -25,6 +25,13 @@ EXPECTED_METADATA = {
 }
 
 
+def _policy_metadata(client: WebsocketClientPolicy) -> dict:
+    """The server's metadata less the replica id (which differs per replica)."""
+    meta = dict(client.get_server_metadata())
+    assert isinstance(meta.pop("replica"), str)
+    return meta
+
+
 def _close(client: WebsocketClientPolicy) -> None:
     client._ws.close()  # openpi-client has no close(); its connection is `_ws`
 
@@ -47,7 +54,7 @@ def _json_obs(obs: dict) -> bytes:
 def test_openpi_client_end_to_end(served, reference_policy):
     client = WebsocketClientPolicy(served.ws_url)
     try:
-        assert client.get_server_metadata() == EXPECTED_METADATA
+        assert _policy_metadata(client) == EXPECTED_METADATA
         rng = np.random.default_rng(0)
         obs = [make_observation(rng) for _ in range(2)]
         first, second = client.infer(obs[0]), client.infer(obs[1])
@@ -153,7 +160,7 @@ def test_api_key_refused_then_accepted(keyed):
     assert status == 401 and "Api-Key" in body["error"]
     client = WebsocketClientPolicy(keyed.ws_url, api_key="s3cret")
     try:
-        assert client.get_server_metadata() == dict(EXPECTED_METADATA, pruning=False)
+        assert _policy_metadata(client) == dict(EXPECTED_METADATA, pruning=False)
         answer = client.infer(obs)
     finally:
         _close(client)
@@ -192,8 +199,10 @@ def test_two_replicas_share_the_clients(local_ray, tiny_checkpoint, reference_po
             t.start()
         for t in threads:
             t.join(timeout=120)
+        replicas = {c.get_server_metadata()["replica"] for c in clients}
         for c in clients:
             _close(c)
+        assert len(replicas) == 2, replicas  # both replicas served (4 sticky connections)
         for o, a in zip(obs, answers):
             expected = reference_policy.infer(o)["actions"]
             np.testing.assert_allclose(a["actions"], expected, rtol=1e-4, atol=1e-5)
