@@ -26,6 +26,7 @@ from prunepi.checks import (
     real_at_least,
 )
 from prunepi.env import check_address
+from services.train.config import WandbMode
 
 EXPERIMENTS = ("search", "noise-ablation")
 SEARCHERS = ("optuna", "random", "pbt")
@@ -66,6 +67,14 @@ class TuneConfig:
     # `ray job submit` sets it), else the embedded local Ray; "local": always embedded
     address: str | None = None
     image_size: int | None = None  # override the model's image side (train and rollout)
+    # checkpoint folder every trial fine-tunes (e.g. models/reference); "": from scratch
+    init_from: str = ""
+    # norm_stats.json (or its folder) for the trials; "": init_from's, else from `data`
+    norm_stats: str = ""
+    # episodes per task re-evaluating each Pareto trial on the REPORT block (0: skip)
+    report_episodes_per_task: int = 50
+    report_envs_per_worker: int = 4  # lockstep envs per actor in that re-evaluation
+    wandb_mode: WandbMode = "offline"  # each trial's training run, as `prunepi train` logs
     report_dir: str = "reports"  # noise-ablation writes noise_ablation.md (+ .png) here
 
     def validate(self) -> None:
@@ -78,6 +87,12 @@ class TuneConfig:
         from services.rollout.config import SELECTION_BLOCK, check_init_block
 
         check_init_block(self.suite, SELECTION_BLOCK, self.episodes_per_task, "SELECTION_BLOCK")
+        if self.report_episodes_per_task:
+            from services.rollout.config import REPORT_BLOCK
+
+            check_init_block(
+                self.suite, REPORT_BLOCK, self.report_episodes_per_task, "REPORT_BLOCK"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,4 +123,7 @@ TUNE_RULES = {
     "batch_size": optional(int_at_least(1)),
     "lr": optional(real_above(0)),
     "gpus_per_worker": real_at_least(0),
+    "report_episodes_per_task": int_at_least(0),
+    "report_envs_per_worker": int_at_least(1),
+    "wandb_mode": one_of(WandbMode),
 }

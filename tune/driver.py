@@ -22,6 +22,7 @@ from prunepi import env
 from tune.config import TuneConfig
 from tune.objective import pareto_front
 from tune.progress import TrialProgress
+from tune.report_block import evaluate_front
 from tune.space import ABLATION, DEFAULTS, ablation_space, pbt_mutations, search_space, trial_params
 from tune.success import success_text, success_yerr
 from tune.trial import run_trial, train_config
@@ -192,22 +193,43 @@ def export_best(cfg: TuneConfig, rows: list[dict[str, Any]], out: Path) -> Path 
     return path
 
 
+def absolute_paths(cfg: TuneConfig) -> TuneConfig:
+    """Data, init_from and norm stats as absolute paths (trials run in other folders); the
+    norm stats of `init_from` when none are given (its weights were trained on them)."""
+    from policies.loading import plan_load
+
+    norm_stats = cfg.norm_stats
+    if cfg.init_from and not norm_stats:
+        norm_stats = str(plan_load(cfg.init_from).norm_stats)
+
+    def resolved(path: str) -> str:
+        return str(Path(path).resolve()) if path else ""
+
+    return dataclasses.replace(
+        cfg,
+        data=resolved(cfg.data),
+        init_from=resolved(cfg.init_from),
+        norm_stats=resolved(norm_stats),
+    )
+
+
 def run_tune(cfg: TuneConfig) -> dict[str, Any]:
     cfg.validate()
     env.apply_defaults()
     out = Path(cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    cfg = dataclasses.replace(cfg, out=str(out), data=str(Path(cfg.data).resolve()))
+    cfg = absolute_paths(dataclasses.replace(cfg, out=str(out)))
     import ray
 
     owned = env.connect_ray(cfg.address, num_cpus=cfg.ray_num_cpus)
     try:
         random.seed(cfg.seed)  # PBT draws its exploit/explore choices from Python's random
         results = build_tuner(cfg, out / "tune").fit()
+        rows = collect_rows(results)
+        evaluate_front(cfg, rows, out)  # the report block: what a report may quote
     finally:
         if owned:
             ray.shutdown()
-    rows = collect_rows(results)
     write_table(rows, out)
     if rows:
         plot_pareto(rows, out / "pareto.png", f"prunepi tune: {cfg.experiment}")

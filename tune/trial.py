@@ -55,7 +55,9 @@ def train_config(cfg: TuneConfig, params: dict[str, Any], run: Path, stop: int) 
         image_size=cfg.image_size,
         device="cuda" if cfg.gpus_per_worker > 0 else "cpu",
         gpus_per_worker=cfg.gpus_per_worker or 1.0,  # unused on CPU
-        wandb_mode="disabled",  # a trial's metrics go to RUN/metrics.jsonl and to Tune
+        wandb_mode=cfg.wandb_mode,  # RUN/wandb (offline by default), RUN/metrics.jsonl, Tune
+        init_from=cfg.init_from,
+        norm_stats=cfg.norm_stats,
         keep_checkpoints=2,
     )
 

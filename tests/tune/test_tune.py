@@ -159,6 +159,8 @@ def tiny_search(demos, out, **over) -> TuneConfig:
         max_rollout_steps=5,
         image_size=28,
         report_dir=str(out.parent / "reports"),
+        report_episodes_per_task=1,
+        wandb_mode="disabled",
     )
     return TuneConfig(**{**base, **over})
 
@@ -167,7 +169,7 @@ def test_tiny_search_then_restore(demos, tmp_path):
     from tune.driver import run_tune
 
     # The default searcher: multi-objective TPE (success up, kept tokens down).
-    cfg = tiny_search(demos, tmp_path / "tune", searcher="optuna", rungs=1)
+    cfg = tiny_search(demos, tmp_path / "tune", searcher="optuna", rungs=1, wandb_mode="offline")
     out = run_tune(cfg)
     rows = out["rows"]
     assert len(rows) == 2 and out["errors"] == 0
@@ -181,6 +183,15 @@ def test_tiny_search_then_restore(demos, tmp_path):
     for trial in (tmp_path / "tune" / "trials").iterdir():  # chosen on the selection block
         rollout = json.loads((trial / "rollout_2.json").read_text())
         assert rollout["init_states"] == {"start": 100, "count": 1}
+        assert any((trial / "wandb").glob("offline-run-*"))  # trials log like training does
+    # ...and the Pareto front re-evaluated on the report block, with its interval
+    report = json.loads((tmp_path / "tune" / "pareto_report.json").read_text())
+    assert report and all(e["report_init_states"] == {"start": 0, "count": 1} for e in report)
+    front = {e["trial_id"] for e in report}
+    for r in rows:
+        if r["trial_id"] in front:
+            assert r["report_episodes"] == 1
+            assert r["report_ci95_low"] <= r["report_success_rate"] <= r["report_ci95_high"]
     assert (tmp_path / "tune" / "trials.csv").read_text().count("\n") == 3
     assert (tmp_path / "tune" / "pareto.png").stat().st_size > 0
     best = json.loads((tmp_path / "tune" / "best_train_config.json").read_text())
