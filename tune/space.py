@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from policies.pruning.budgets import BUDGETS as PRUNER_BUDGETS
 from policies.pruning.config import NoiseScheduleConfig, PrunerConfig
 from policies.pruning.registry import searched_scorers
 
 SCHEDULES = ("none", "constant", "linear", "gap")
-BUDGETS = ("adaptive", "keep_ratio", "keep_tokens")
+BUDGETS = tuple(PRUNER_BUDGETS)  # every budget of policies/pruning/budgets.py
 SCORERS = searched_scorers()  # policies/pruning/registry.py: `searched=True`
 
 

@@ -26,8 +26,6 @@ from prunepi.checks import (
 
 ScheduleKind = Literal["none", "constant", "linear", "cosine", "gap"]
 SCHEDULE_KINDS = get_args(ScheduleKind)
-Budget = Literal["adaptive", "keep_tokens", "keep_ratio"]
-BUDGETS = get_args(Budget)
 PositionIds = Literal["openpi", "lightvla", "compact"]
 ScoreDtype = Literal["float32", "bfloat16"]
 POSITION_IDS = get_args(PositionIds)
@@ -82,7 +80,7 @@ class PrunerConfig:
     # Eval-mode kept count (train mode selects consistently, see pruner.py):
     # "adaptive" (union of row argmaxes, LightVLA), "keep_tokens" (exactly keep_tokens),
     # "keep_ratio" (ceil(keep_ratio * valid patches)); all raised to at least min_keep.
-    budget: Budget = "adaptive"
+    budget: str = "adaptive"  # a key of policies/pruning/budgets.py BUDGETS
     keep_tokens: int = 64  # "keep_tokens": patches kept per sample (capped at valid patches)
     keep_ratio: float = 0.15  # "keep_ratio": fraction of the sample's valid patches kept
     min_keep: int = 1  # floor on the kept count for every budget (capped at valid patches)
@@ -106,9 +104,11 @@ class PrunerConfig:
 
     def validate(self) -> None:
         # The scorer table imports the scorer modules, which import this one: read it here.
+        from policies.pruning.budgets import BUDGETS
         from policies.pruning.registry import SCORERS
 
         check("pruning", "scorer", self.scorer, one_of(tuple(SCORERS)))
+        check("pruning", "budget", self.budget, one_of(tuple(BUDGETS)))
         check_fields("pruning", self, PRUNER_RULES)
         # Rows all vote for one patch under these scorers: "adaptive" would keep just it.
         if SCORERS[self.scorer].needs_budget:
@@ -144,7 +144,6 @@ PRUNER_RULES = {
     "residual_alpha": real_at_least(0),
     "lowrank_rank": int_at_least(1),
     "random_seed": int_at_least(0),
-    "budget": one_of(BUDGETS),
     "keep_tokens": int_at_least(1),
     "keep_ratio": real_in(0, 1, lo_open=True),
     "min_keep": int_at_least(1),

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from policies.pruning.budgets import BUDGETS
 from policies.pruning.config import PrunerConfig
 
 NEG = torch.finfo(torch.float32).min  # fill for invalid columns (finite: no NaN anywhere)
@@ -58,15 +59,9 @@ def importance_rank(scores_m: Tensor, votes: Tensor, patch_valid: Tensor) -> Ten
 
 def budget_counts(cfg: PrunerConfig, n_valid: Tensor, union: Tensor) -> Tensor:
     """(B,) long number of patches to keep per sample, in [0, n_valid]."""
-    if cfg.budget == "adaptive":
-        k = union
-    elif cfg.budget == "keep_tokens":
-        k = torch.full_like(n_valid, cfg.keep_tokens)
-    elif cfg.budget == "keep_ratio":
-        # ceil(ratio * n); the epsilon keeps 0.1 * 30 = 3.0000000000000004 at 3.
-        k = torch.ceil(n_valid.double() * cfg.keep_ratio - 1e-9).long()
-    else:
-        raise ValueError(f"pruning.budget must be a known budget, got {cfg.budget!r}")
+    if cfg.budget not in BUDGETS:
+        raise ValueError(f"pruning.budget must be one of {tuple(BUDGETS)}, got {cfg.budget!r}")
+    k = BUDGETS[cfg.budget].count(cfg, n_valid, union)
     return torch.minimum(k.clamp_min(cfg.min_keep), n_valid)
 
 
@@ -88,7 +83,7 @@ def select(cfg: PrunerConfig, scores_m: Tensor, patch_valid: Tensor) -> Selectio
     n_valid = patch_valid.sum(1)  # (B,)
     count = budget_counts(cfg, n_valid, union)  # (B,)
     keep = importance_rank(scores_m, votes, patch_valid) < count.unsqueeze(1)  # (B, N)
-    faithful = torch.full_like(union, cfg.budget == "adaptive", dtype=torch.bool)
+    faithful = torch.full_like(union, BUDGETS[cfg.budget].keeps_union, dtype=torch.bool)
     faithful = faithful & (count == union)
     return Selection(argmax, votes, union, keep, count, faithful)
 

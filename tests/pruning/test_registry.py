@@ -76,3 +76,19 @@ def test_bf16_scores_are_bf16_rounded_and_fp32_stays_exact():
     assert (s16 - s32).abs().max() < 0.1 * s32.abs().max()
     with pytest.raises(ValueError, match="pruning.score_dtype must be one of"):
         PrunerConfig(score_dtype="float16").validate()
+
+
+def test_a_new_budget_is_one_entry(monkeypatch):
+    from policies.pruning import budgets
+
+    with pytest.raises(ValueError, match="pruning.budget must be one of"):
+        PrunerConfig(budget="half_union").validate()
+    spec = budgets.BudgetSpec(lambda cfg, n_valid, union: (union + 1) // 2)
+    monkeypatch.setitem(budgets.BUDGETS, "half_union", spec)
+    cfg = PrunerConfig(enabled=True, budget="half_union", min_keep=1)
+    cfg.validate()
+    args = (torch.randn(2, 12, 16), torch.ones(2, 12, dtype=torch.bool))
+    task = (torch.randn(2, 5, 16), torch.ones(2, 5, dtype=torch.bool))
+    union = TokenPruner(PrunerConfig(enabled=True), 16).eval()(*args, *task).kept_tokens
+    half = TokenPruner(cfg, 16).eval()(*args, *task).kept_tokens
+    assert torch.equal(half, (union + 1) // 2)
