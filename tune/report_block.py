@@ -18,25 +18,21 @@ from services.rollout.config import REPORT_BLOCK, RolloutConfig
 from services.rollout.driver import run_rollout
 from tune.config import TuneConfig
 from tune.objective import pareto_front
+from tune.trial import rollout_config
 
 REPORT_FILE = "pareto_report.json"
 
 
 def report_rollout(cfg: TuneConfig, ckpt: Path, out: Path) -> RolloutConfig:
-    return RolloutConfig(
-        checkpoint=str(ckpt),
-        suite=cfg.suite,
-        tasks=cfg.rollout_tasks,
+    """The trial's rollout config, moved to the report block."""
+    return rollout_config(
+        cfg,
+        ckpt,
+        out,
+        dataset_init_spread(cfg.data),
         episodes_per_task=cfg.report_episodes_per_task,
         init_state_start=REPORT_BLOCK,
-        out=str(out),
-        num_workers=cfg.rollout_workers,
-        num_cpus_per_worker=cfg.cpus_per_train_worker,
         envs_per_worker=cfg.report_envs_per_worker,
-        max_steps=cfg.max_rollout_steps,
-        image_size=cfg.image_size,
-        seed=7,
-        init_spread=dataset_init_spread(cfg.data),
     )
 
 

@@ -63,23 +63,31 @@ def train_config(cfg: TuneConfig, params: dict[str, Any], run: Path, stop: int) 
 
 
 def rollout_config(
-    cfg: TuneConfig, ckpt: Path, results: Path, init_spread: float | None
+    cfg: TuneConfig,
+    ckpt: Path,
+    results: Path,
+    init_spread: float | None,
+    **over: Any,
 ) -> RolloutConfig:
     """A rung's rollout, on the selection block of initial states: the states the search
-    chooses on are never the ones reports quote (services/rollout/config.py)."""
+    chooses on are never the ones reports quote (services/rollout/config.py). `over`
+    replaces fields (tune/report_block.py: the report block)."""
     return RolloutConfig(
-        checkpoint=str(ckpt),
-        suite=cfg.suite,
-        tasks=cfg.rollout_tasks,
-        episodes_per_task=cfg.episodes_per_task,
-        init_state_start=SELECTION_BLOCK,
-        out=str(results),
-        num_workers=cfg.rollout_workers,
-        num_cpus_per_worker=cfg.cpus_per_train_worker,  # training is done by now
-        max_steps=cfg.max_rollout_steps,
-        image_size=cfg.image_size,
-        seed=7,
-        init_spread=init_spread,
+        **{
+            "checkpoint": str(ckpt),
+            "suite": cfg.suite,
+            "tasks": cfg.rollout_tasks,
+            "episodes_per_task": cfg.episodes_per_task,
+            "init_state_start": SELECTION_BLOCK,
+            "out": str(results),
+            "num_workers": cfg.rollout_workers,
+            "num_cpus_per_worker": cfg.cpus_per_train_worker,  # training is done by now
+            "max_steps": cfg.max_rollout_steps,
+            "image_size": cfg.image_size,
+            "seed": 7,
+            "init_spread": init_spread,
+            **over,
+        }
     )
 
 
