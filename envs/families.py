@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
+from envs.contract import check_render_mode
 from envs.suites import MAX_STEPS, SUITES, get_task
 
 # Each make takes (suite, task_id, image_size, seed, render_mode, init_spread).
@@ -118,8 +119,7 @@ def _make_metaworld(suite, task_id, image_size, seed, render_mode, init_spread) 
     from envs import metaworld
 
     _no_init_spread("Meta-World", init_spread)
-    if render_mode not in (None, "rgb_array"):
-        raise ValueError(f"render_mode: expected None or 'rgb_array', got {render_mode!r}")
+    check_render_mode(render_mode)  # Meta-World renders rgb_array only
     return metaworld.make(_metaworld_tasks()[task_id], image_size=image_size, seed=seed)
 
 

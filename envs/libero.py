@@ -38,8 +38,14 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 from gymnasium.utils import seeding  # noqa: E402
 
+from envs.contract import (  # noqa: E402
+    check_image_size,
+    check_render_mode,
+    checked_action,
+    pick_init_state,
+    reset_options,
+)
 from envs.tabletop_env import (  # noqa: E402
-    ACTION_DIM,
     IMAGE_KEY,
     PROMPT_KEY,
     STATE_KEY,
@@ -145,10 +151,8 @@ class LiberoEnv(gym.Env):
         render_mode: str | None = None,
     ):
         check_task(suite, task_id)
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 16:
-            raise ValueError(f"image_size: expected an int >= 16, got {image_size!r}")
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode: expected None or 'rgb_array', got {render_mode!r}")
+        check_image_size(image_size)
+        check_render_mode(render_mode)
         benchmark, get_libero_path, OffScreenRenderEnv = _import_libero()
         task_suite = benchmark.get_benchmark_dict()[suite]()
         task = task_suite.get_task(int(task_id))
@@ -184,20 +188,8 @@ class LiberoEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         if seed is not None:
             self._seed(seed)
-        options = dict(options or {})
-        unknown = set(options) - {"init_state_id"}
-        if unknown:
-            raise ValueError(
-                f"options: unknown keys {sorted(unknown)}; allowed {{'init_state_id'}}"
-            )
-        k = options.get("init_state_id")
-        if k is None:
-            k = int(self.np_random.integers(self.num_init_states))
-        if isinstance(k, bool) or not isinstance(k, int | np.integer):
-            raise TypeError(f"init_state_id: expected an int, got {k!r}")
-        if not 0 <= k < self.num_init_states:
-            raise ValueError(f"init_state_id: {k} is out of range (0..{self.num_init_states - 1})")
-        self.init_state_id = int(k)
+        options = reset_options(options, {"init_state_id"})
+        self.init_state_id = pick_init_state(options, self.num_init_states, self.np_random)
         if self._libero_seed is not None:
             # Every reset rebuilds the scene and re-places the fixtures (cabinet, stove, ...) from
             # numpy's global generator; init states only fix the robot and the movable objects
@@ -212,12 +204,8 @@ class LiberoEnv(gym.Env):
     def step(self, action):
         if self.raw_obs is None:
             raise RuntimeError("step: call reset() before step()")
-        a = np.asarray(action, dtype=np.float64)
-        if a.shape != (ACTION_DIM,):
-            raise ValueError(f"action: expected shape ({ACTION_DIM},), got {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"action: must be finite, got {a.tolist()}")
-        self.raw_obs, _, done, _ = self._env.step(np.clip(a, -1.0, 1.0).tolist())
+        a = checked_action(action)  # (7,) in [-1, 1]
+        self.raw_obs, _, done, _ = self._env.step(a.tolist())
         success = bool(done)  # LIBERO's done is its success check (openpi counts it as one)
         return self._observation(), float(success), success, False, self._info(success)
 

@@ -30,8 +30,14 @@ import numpy as np  # noqa: E402
 from gymnasium.utils import seeding  # noqa: E402
 
 from envs import rotations as rot  # noqa: E402
+from envs.contract import (  # noqa: E402
+    check_image_size,
+    check_render_mode,
+    checked_action,
+    pick_init_state,
+    reset_options,
+)
 from envs.tabletop_env import (  # noqa: E402
-    ACTION_DIM,
     IMAGE_KEY,
     PROMPT_KEY,
     STATE_KEY,
@@ -86,10 +92,8 @@ class MetaWorldEnv(gym.Env):
             raise ValueError(
                 f"task: unknown Meta-World task {task!r}; expected one of {sorted(METAWORLD_TASKS)}"
             )
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 16:
-            raise ValueError(f"image_size: expected an int >= 16, got {image_size!r}")
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode: expected None or 'rgb_array', got {render_mode!r}")
+        check_image_size(image_size)
+        check_render_mode(render_mode)
         metaworld, _ = _import_metaworld()
         self.task_name = task
         self.instruction = METAWORLD_TASKS[task]
@@ -124,20 +128,8 @@ class MetaWorldEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = set(options) - {"init_state_id"}
-        if unknown:
-            raise ValueError(
-                f"options: unknown keys {sorted(unknown)}; allowed {{'init_state_id'}}"
-            )
-        k = options.get("init_state_id")
-        if k is None:
-            k = int(self.np_random.integers(self.num_init_states))
-        if isinstance(k, bool) or not isinstance(k, int | np.integer):
-            raise TypeError(f"init_state_id: expected an int, got {k!r}")
-        if not 0 <= k < self.num_init_states:
-            raise ValueError(f"init_state_id: {k} is out of range (0..{self.num_init_states - 1})")
-        self.init_state_id = int(k)
+        options = reset_options(options, {"init_state_id"})
+        self.init_state_id = pick_init_state(options, self.num_init_states, self.np_random)
         self._env.set_task(self._tasks[self.init_state_id])
         self.raw_obs, _ = self._env.reset()
         self.episode_count += 1
@@ -146,12 +138,7 @@ class MetaWorldEnv(gym.Env):
     def step(self, action):
         if self.raw_obs is None:
             raise RuntimeError("step: call reset() before step()")
-        a = np.asarray(action, dtype=np.float64)
-        if a.shape != (ACTION_DIM,):
-            raise ValueError(f"action: expected shape ({ACTION_DIM},), got {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"action: must be finite, got {a.tolist()}")
-        a = np.clip(a, -1.0, 1.0)
+        a = checked_action(action)  # (7,) in [-1, 1]
         mw_action = np.array([a[0], a[1], a[2], a[6]], dtype=np.float32)
         self.raw_obs, _, _, truncated, info = self._env.step(mw_action)
         success = bool(info["success"])

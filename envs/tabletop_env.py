@@ -34,6 +34,14 @@ from gymnasium import spaces  # noqa: E402
 from gymnasium.utils import seeding  # noqa: E402
 
 from envs import rotations as rot  # noqa: E402
+from envs.contract import (
+    ACTION_DIM,
+    check_image_size,
+    check_render_mode,
+    checked_action,
+    pick_init_state,
+    reset_options,
+)
 from envs.layouts import (  # noqa: E402
     Layout,
     check_init_spread,
@@ -65,7 +73,7 @@ IMAGE_KEY, WRIST_KEY, STATE_KEY, PROMPT_KEY = (
     "observation/state",
     "prompt",
 )
-ACTION_DIM, STATE_DIM = 7, 8
+STATE_DIM = 8
 # Bounds of the state (m, rad, m): the grip point never leaves the 1 m box around the table
 # centre (targets are clipped to the workspace), the axis-angle has norm <= pi, and each finger
 # travels FINGER_OPEN = 0.045 m, but MuJoCo's soft joint limits let it overshoot by 1 cm under
@@ -131,15 +139,8 @@ class TabletopEnv(gym.Env):
         # None: objects anywhere in the layout region; a float: LIBERO-style init regions of
         # +-init_spread m around fixed home positions (envs/layouts.py `_jitter`).
         self.init_spread = check_init_spread(init_spread)
-        if (
-            isinstance(image_size, bool)
-            or not isinstance(image_size, int | np.integer)
-            or image_size < 16
-        ):
-            raise ValueError(f"image_size: expected an int >= 16, got {image_size!r}")
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode: expected None or 'rgb_array', got {render_mode!r}")
-        self.image_size = int(image_size)
+        check_render_mode(render_mode)
+        self.image_size = check_image_size(image_size)
         self.render_mode = render_mode
         self.max_episode_steps = self.task.max_steps
 
@@ -228,10 +229,7 @@ class TabletopEnv(gym.Env):
     # --- gymnasium API ------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = set(options) - _OPTION_KEYS
-        if unknown:
-            raise ValueError(f"options: unknown keys {sorted(unknown)}; allowed {_OPTION_KEYS}")
+        options = reset_options(options, _OPTION_KEYS)
         if "init_state_id" in options and "layout_seed" in options:
             raise ValueError("options: give init_state_id or layout_seed, not both")
         if "layout_seed" in options:
@@ -240,17 +238,8 @@ class TabletopEnv(gym.Env):
             )
             self.init_state_id = None
         else:
-            k = options.get("init_state_id")
-            if k is None:
-                k = int(self.np_random.integers(self.num_init_states))
-            if isinstance(k, bool) or not isinstance(k, int | np.integer):
-                raise TypeError(f"init_state_id: expected an int, got {k!r}")
-            if not 0 <= k < self.num_init_states:
-                raise ValueError(
-                    f"init_state_id: {k} is out of range (0..{self.num_init_states - 1})"
-                )
-            qpos = self.init_states[int(k)]
-            self.init_state_id = int(k)
+            self.init_state_id = pick_init_state(options, self.num_init_states, self.np_random)
+            qpos = self.init_states[self.init_state_id]
 
         mujoco.mj_resetData(self.model, self.data)
         self.data.qpos[:] = qpos
@@ -280,12 +269,7 @@ class TabletopEnv(gym.Env):
         """
         if self._checker is None:
             raise RuntimeError("step: call reset() before step()")
-        a = np.asarray(action, dtype=np.float64)
-        if a.shape != (ACTION_DIM,):
-            raise ValueError(f"action: expected shape ({ACTION_DIM},), got {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"action: must be finite, got {a.tolist()}")
-        a = np.clip(a, -1.0, 1.0)  # like robosuite, out-of-range commands saturate
+        a = checked_action(action)  # (7,) in [-1, 1]
 
         # robosuite OSC semantics: the goal is the *current* pose plus the scaled delta, with
         # the rotation delta applied in the world frame.
