@@ -109,6 +109,7 @@ class Prefix:
             total_tokens=self.total_tokens,
             metrics=self.metrics,
             own_lengths=own,
+            aux_loss=self.aux_loss,
         )
 
 
@@ -207,6 +208,14 @@ class Pi05Model(nn.Module):
         width, per_camera = config.paligemma.width, config.vision.num_patches
         self.pruner = TokenPruner(pc, width, per_camera) if pc.enabled else None
         self.gradient_checkpointing = False  # trainers switch it on (openpi recipe)
+        # Training only: leave out of the joint pass the prefix slots that are padding for
+        # EVERY sample of the batch (a camera masked throughout, prompt slots past the
+        # longest prompt), and skip SigLIP for such a camera. Nothing attends to a padded
+        # key (its softmax weight is exactly 0) and its own output feeds nothing, so the
+        # loss is the same up to summation order; on the reference (third camera masked,
+        # prompts of ~12 of 32 slots) it removes about a third of the prefix. Inference never
+        # does this: a sample's sequence would then depend on its batch (invariant.py).
+        self.drop_batch_padding = False
         self.reset_parameters()
         if config.dtype == "bfloat16":
             self.to_bfloat16_for_selected_params()
@@ -263,14 +272,23 @@ class Pi05Model(nn.Module):
         -> patches (B, N_total, D) pooled in camera order, patch_valid (B, N_total) bool.
         """
         cfg = self.config
-        pixels = [_to_nchw(obs.images[c], cfg.vision.image_size, c) for c in cfg.camera_names]
-        B, C = obs.batch_size, len(pixels)
-        feats = self.vision.vision_model(torch.cat(pixels, dim=0))  # (C*B, P, W_v)
-        proj = self.paligemma_with_expert.paligemma.model.multi_modal_projector.linear
-        x = proj(feats.to(proj.weight.dtype))  # (C*B, P, D); openpi: no 1/sqrt(D) here
-        P = x.shape[1]
-        patches = x.view(C, B, P, -1).transpose(0, 1).reshape(B, C * P, -1)  # (B, N, D)
         masks = torch.stack([obs.image_masks[c].bool() for c in cfg.camera_names], dim=1)
+        B, C = masks.shape
+        seen = [True] * C  # cameras run through SigLIP (all, except below)
+        if self.drop_batch_padding and self.training:
+            seen = masks.any(0).tolist()  # a camera masked for the whole batch: skipped
+        names = [c for c, s in zip(cfg.camera_names, seen) if s]
+        pixels = [_to_nchw(obs.images[c], cfg.vision.image_size, c) for c in names]
+        feats = self.vision.vision_model(torch.cat(pixels, dim=0))  # (C'*B, P, W_v)
+        proj = self.paligemma_with_expert.paligemma.model.multi_modal_projector.linear
+        x = proj(feats.to(proj.weight.dtype))  # (C'*B, P, D); openpi: no 1/sqrt(D) here
+        P = x.shape[1]
+        x = x.view(len(names), B, P, -1)
+        if len(names) < C:  # skipped cameras: zeros, padding for every sample
+            full = x.new_zeros(C, B, P, x.shape[-1])
+            full[torch.tensor(seen)] = x
+            x = full
+        patches = x.transpose(0, 1).reshape(B, C * P, -1)  # (B, N, D)
         patch_valid = masks[:, :, None].expand(B, C, P).reshape(B, C * P)  # (B, N)
         return patches, patch_valid
 
@@ -474,6 +492,9 @@ class Pi05Model(nn.Module):
         u_t = noise - actions
 
         prefix = self.embed_prefix(observation, step=step)
+        if self.drop_batch_padding and self.training:
+            used = prefix.pad_masks.any(0).nonzero().squeeze(1)  # (S',) columns someone uses
+            prefix = prefix.take(torch.arange(prefix.embs.shape[0]), used)
         suffix, s_pad, s_att, cond = self.embed_suffix(x_t, time)
         dtype = self.compute_dtype
         pad = torch.cat([prefix.pad_masks, s_pad], dim=1)

@@ -72,6 +72,7 @@ def build_model(model_cfg: Pi05Config, cfg: TrainConfig) -> Pi05Model:
         # An openpi checkpoint has no pruner weights: a learnable scorer starts fresh.
         load_openpi_weights(model, path / MODEL_FILE if path.is_dir() else path, pruner="init")
     model.gradient_checkpointing = cfg.gradient_checkpointing
+    model.drop_batch_padding = cfg.drop_batch_padding
     return model
 
 

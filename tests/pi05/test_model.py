@@ -208,3 +208,46 @@ def test_config_roundtrip(tmp_path):
     cfg = odd_config()
     cfg.save(tmp_path / "c.json")
     assert Pi05Config.load(tmp_path / "c.json") == cfg
+
+
+@pytest.mark.parametrize("pruned", [False, True])
+def test_dropping_batch_padding_keeps_the_loss_and_gradients(pruned):
+    """model.drop_batch_padding (training only) leaves out the slots that are padding for
+    every sample (here: the third camera and the prompt slots past the longest prompt) and
+    skips that camera's SigLIP; loss and gradients stay the same up to summation order."""
+    from policies.pruning.config import PrunerConfig
+
+    cfg = tiny()
+    if pruned:
+        cfg = dataclasses.replace(cfg, pruning=PrunerConfig(enabled=True, scorer="residual"))
+    obs = random_observation(cfg, 3, torch.Generator().manual_seed(7))
+    third = cfg.camera_names[2]
+    obs.image_masks[third] = torch.zeros(3, dtype=torch.bool)
+    obs.tokenized_prompt_mask[:, 12:] = False  # prompts shorter than the 32 slots
+    actions = torch.randn(
+        3, cfg.action_horizon, cfg.action_dim, generator=torch.Generator().manual_seed(8)
+    )
+    noise = torch.randn(
+        3, cfg.action_horizon, cfg.action_dim, generator=torch.Generator().manual_seed(9)
+    )
+    time = torch.tensor([0.3, 0.6, 0.9])
+    out = {}
+    for drop in (False, True):
+        torch.manual_seed(0)
+        model = Pi05Model(cfg).train()
+        model.drop_batch_padding = drop
+        seen: list[int] = []
+        hook = model.vision.vision_model.register_forward_hook(
+            lambda m, i, o, seen=seen: seen.append(i[0].shape[0])
+        )
+        loss = model(obs, actions, noise, time).loss
+        hook.remove()
+        loss.mean().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        out[drop] = (loss.detach(), grads, seen[0])
+    (l0, g0, n0), (l1, g1, n1) = out[False], out[True]
+    assert (n0, n1) == (3 * 3, 2 * 3)  # SigLIP saw two cameras, not three
+    torch.testing.assert_close(l1, l0, rtol=1e-5, atol=1e-6)
+    assert g1.keys() == g0.keys()
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], rtol=1e-4, atol=1e-6, msg=name)
