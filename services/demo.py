@@ -153,7 +153,6 @@ def train(cfg: DemoConfig, data: Path, out: Path, norm_stats: Path) -> Path:
             save_every=cfg.train_steps,
             log_every=25,
             augment=False,
-            drop_batch_padding=True,  # a fine-tune, not the reference's bit-exact rebuild
             pruning=cfg.pruning,
             seed=cfg.seed,
             cpus_per_worker=cfg.num_cpus / cfg.train_workers,
