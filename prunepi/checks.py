@@ -4,7 +4,7 @@ A config's `validate()` is a table {field: Rule} handed to `check_fields`, plus 
 checks that relate two fields (written with `check`). A rule is a predicate and the words
 the message uses, so the test and its explanation can never drift apart.
 
-    check_fields("train", cfg, {"steps": int_at_least(1), "precision": one_of(("float32", "bfloat16"))})
+    check_fields("train", cfg, {"steps": int_at_least(1), "precision": one_of(PRECISIONS)})
     # ValueError: train.steps must be an integer >= 1, got 0
 """
 
