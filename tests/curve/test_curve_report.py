@@ -198,3 +198,34 @@ def test_cli_flags_reach_the_nested_rollout():
     assert cfg.rollout.episodes_per_task == 50  # the curve's default
     assert cfg.selectors == ("random", "grid") and cfg.budgets == (1.0, 0.3)
     assert cfg.out_dir == "o"
+
+
+def test_the_plot_draws_each_selector_with_its_intervals_and_the_unpruned_band(
+    tmp_path, monkeypatch
+):
+    """What curve.png shows, checked on the calls that draw it (not its file size)."""
+    import matplotlib.axes
+
+    from services.curve.plot import plot_curve
+
+    bars, bands = [], []
+    real_errorbar, real_axhspan = matplotlib.axes.Axes.errorbar, matplotlib.axes.Axes.axhspan
+
+    def errorbar(ax, x, y, yerr=None, **kw):
+        bars.append((ax.get_title(), kw["label"], list(x), list(y), yerr))
+        return real_errorbar(ax, x, y, yerr, **kw)
+
+    def axhspan(ax, lo, hi, **kw):
+        bands.append((lo, hi))
+        return real_axhspan(ax, lo, hi, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", errorbar)
+    monkeypatch.setattr(matplotlib.axes.Axes, "axhspan", axhspan)
+    pts = synthetic_points()
+    plot_curve(pts, list(TASKS), tmp_path / "curve.png")
+    assert len(bars) == 3 * (1 + len(TASKS))  # random, grid, lightvla-adaptive per panel
+    _, label, xs, ys, yerr = bars[0]  # the overall panel's first selector
+    assert label == "random" and xs == [13.0, 32.0, 64.0]  # by kept tokens
+    assert ys == [p["success_rate"] for p in (pts[3], pts[2], pts[1])]
+    assert yerr[0][0] == pytest.approx(pts[3]["success_rate"] - pts[3]["ci95"][0])
+    assert bands[0] == tuple(pts[0]["ci95"])  # the unpruned interval, overall
