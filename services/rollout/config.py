@@ -38,7 +38,7 @@ ROLLOUT_RULES = {
     "num_cpus_per_worker": real_at_least(0),
     "max_steps": optional(int_at_least(1)),
     "image_size": optional(int_at_least(16)),
-    "tasks": Rule(lambda v: len(set(v)) == len(v), "task ids without repeats"),
+    "tasks": Rule(lambda v: len(set(v)) == len(tuple(v)), "task ids without repeats"),
 }
 
 

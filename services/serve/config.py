@@ -94,7 +94,9 @@ class ServeConfig:
 SERVE_RULES = {
     "log_level": one_of(("DEBUG", "INFO", "WARNING", "ERROR")),
     "port": Rule(lambda v: is_int(v) and 0 <= v <= 65535, "in [0, 65535]"),
-    "api_key": Rule(lambda v: v is None or bool(v.strip()), "None or non-empty"),
+    "api_key": Rule(
+        lambda v: v is None or (isinstance(v, str) and bool(v.strip())), "None or non-empty"
+    ),
     **dict.fromkeys(
         ("num_replicas", "max_batch_size", "max_message_bytes", "max_connections_per_replica"),
         int_at_least(1),
@@ -103,6 +105,8 @@ SERVE_RULES = {
     **dict.fromkeys(
         ("num_cpus_per_replica", "num_gpus_per_replica", "batch_wait_timeout_s"), real_at_least(0)
     ),
-    "route_prefix": Rule(lambda v: v.startswith("/"), "a path starting with '/'"),
+    "route_prefix": Rule(
+        lambda v: isinstance(v, str) and v.startswith("/"), "a path starting with '/'"
+    ),
     "prune": Rule(lambda v: v in (None, True, False), "None, True or False"),
 }
