@@ -95,7 +95,9 @@ def _configs(tmp_path):
     ckpt = make_tiny_checkpoint(tmp_path / "tiny")  # serve and rollout validate read it
     return {
         "train.address": lambda a: TrainConfig(data=str(tmp_path), address=a).resolved().validate(),
-        "tune.address": lambda a: TuneConfig(data=str(tmp_path), address=a).validate(),
+        "tune.address": lambda a: TuneConfig(
+            train=TrainConfig(data=str(tmp_path)), address=a
+        ).validate(),
         "serve": lambda a: ServeConfig(checkpoint=str(ckpt), address=a).validate(),
         "rollout": lambda a: RolloutConfig(checkpoint=str(ckpt), address=a).validate(),
         "collect": lambda a: CollectConfig(address=a, out=tmp_path / "d"),

@@ -194,23 +194,27 @@ def export_best(cfg: TuneConfig, rows: list[dict[str, Any]], out: Path) -> Path 
 
 
 def absolute_paths(cfg: TuneConfig) -> TuneConfig:
-    """Data, init_from and norm stats as absolute paths (trials run in other folders); the
-    norm stats of `init_from` when none are given (its weights were trained on them)."""
+    """The trial's data, init_from and norm stats as absolute paths (trials run in other
+    folders); the norm stats of `init_from` when none are given (its weights were trained on
+    them)."""
     from policies.loading import plan_load
 
-    norm_stats = cfg.norm_stats
-    if cfg.init_from and not norm_stats:
-        norm_stats = str(plan_load(cfg.init_from).norm_stats)
+    t = cfg.train
+    norm_stats = t.norm_stats
+    if t.init_from and not norm_stats:
+        norm_stats = str(plan_load(t.init_from).norm_stats)
 
     def resolved(path: str) -> str:
         return str(Path(path).resolve()) if path else ""
 
-    return dataclasses.replace(
-        cfg,
-        data=resolved(cfg.data),
-        init_from=resolved(cfg.init_from),
+    train = dataclasses.replace(
+        t,
+        data=resolved(t.data),
+        init_from=resolved(t.init_from),
         norm_stats=resolved(norm_stats),
+        tokenizer_path=resolved(t.tokenizer_path),
     )
+    return dataclasses.replace(cfg, train=train)
 
 
 def run_tune(cfg: TuneConfig) -> dict[str, Any]:

@@ -31,15 +31,17 @@ def write_ablation_report(cfg: TuneConfig, rows: list[dict[str, Any]], out: Path
     if (out / "pareto.png").is_file():
         shutil.copyfile(out / "pareto.png", plot)
     by_variant = {r["variant"]: r for r in rows if r.get("variant")}
+    n = cfg.rollout.episodes_per_task
     lines = [
         "# Noise ablation: LightVLA's variants and the collapse cures",
         "",
         f"Made by `prunepi tune --experiment noise-ablation` on {time.strftime('%Y-%m-%d')}, "
         f"machine: {_machine()}.",
-        f"Each variant fine-tunes the `{cfg.preset}` π0.5 from scratch for {cfg.steps} steps "
-        f"(seed {cfg.seed}) on `{cfg.data}`, then is rolled out on suite `{cfg.suite}` "
-        f"({cfg.episodes_per_task} episodes per task from the selection block of fixed initial "
-        f"states, {SELECTION_BLOCK}-{SELECTION_BLOCK + cfg.episodes_per_task - 1}) with "
+        f"Each variant fine-tunes the `{cfg.train.preset}` π0.5 "
+        f"{'from ' + cfg.train.init_from if cfg.train.init_from else 'from scratch'} for "
+        f"{cfg.steps} steps (seed {cfg.train.seed}) on `{cfg.data}`, then is rolled out on suite "
+        f"`{cfg.suite}` ({n} episodes per task from the selection block of fixed initial "
+        f"states, {SELECTION_BLOCK}-{SELECTION_BLOCK + n - 1}) with "
         "eval-mode pruning. Success is the rate over all rolled-out episodes, its 95 % Wilson "
         "interval and the episode count n. Kept tokens are per inference, of all pooled patch "
         "slots (the masked third camera's slots are never kept).",

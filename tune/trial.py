@@ -12,6 +12,7 @@ with its Wilson interval and kept tokens. Tune's scheduler can stop a trial afte
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -35,15 +36,11 @@ def rung_steps(steps: int, rungs: int) -> list[int]:
 
 
 def train_config(cfg: TuneConfig, params: dict[str, Any], run: Path, stop: int) -> TrainConfig:
-    return TrainConfig(
-        preset=cfg.preset,
-        data=cfg.data,
+    """The trial's training (`cfg.train`) for the rung that ends at `stop`, with the
+    search's pruner; resumed from the trial's last rung."""
+    return dataclasses.replace(
+        cfg.train,
         out=str(run),
-        workers=cfg.train_workers,
-        cpus_per_worker=cfg.cpus_per_train_worker,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        augment=cfg.augment,
         resume=True,
         steps=cfg.steps,
         stop_after=stop,
@@ -51,14 +48,6 @@ def train_config(cfg: TuneConfig, params: dict[str, Any], run: Path, stop: int) 
         log_every=max(1, cfg.steps // 50),
         pruning=pruner_config(params, cfg.steps),
         noise_steps_from_run=True,  # the schedule spans the whole trial, not one rung
-        seed=cfg.seed,
-        image_size=cfg.image_size,
-        device="cuda" if cfg.gpus_per_worker > 0 else "cpu",
-        gpus_per_worker=cfg.gpus_per_worker or 1.0,  # unused on CPU
-        wandb_mode=cfg.wandb_mode,  # RUN/wandb (offline by default), RUN/metrics.jsonl, Tune
-        init_from=cfg.init_from,
-        norm_stats=cfg.norm_stats,
-        keep_checkpoints=2,
     )
 
 
@@ -69,25 +58,16 @@ def rollout_config(
     init_spread: float | None,
     **over: Any,
 ) -> RolloutConfig:
-    """A rung's rollout, on the selection block of initial states: the states the search
-    chooses on are never the ones reports quote (services/rollout/config.py). `over`
-    replaces fields (tune/report_block.py: the report block)."""
-    return RolloutConfig(
-        **{
-            "checkpoint": str(ckpt),
-            "suite": cfg.suite,
-            "tasks": cfg.rollout_tasks,
-            "episodes_per_task": cfg.episodes_per_task,
-            "init_state_start": SELECTION_BLOCK,
-            "out": str(results),
-            "num_workers": cfg.rollout_workers,
-            "num_cpus_per_worker": cfg.cpus_per_train_worker,  # training is done by now
-            "max_steps": cfg.max_rollout_steps,
-            "image_size": cfg.image_size,
-            "seed": 7,
-            "init_spread": init_spread,
-            **over,
-        }
+    """A rung's rollout (`cfg.rollout`), on the selection block of initial states: the states
+    the search chooses on are never the ones reports quote (services/rollout/config.py).
+    `over` replaces fields (tune/report_block.py: the report block)."""
+    return dataclasses.replace(
+        cfg.rollout,
+        checkpoint=str(ckpt),
+        init_state_start=SELECTION_BLOCK,
+        out=str(results),
+        init_spread=init_spread,
+        **over,
     )
 
 
@@ -145,7 +125,7 @@ def run_trial(config: dict[str, Any], tune_cfg: dict[str, Any]) -> None:
     from ray import tune
     from ray.tune import Checkpoint
 
-    cfg = TuneConfig(**{**tune_cfg, "rollout_tasks": tuple(tune_cfg["rollout_tasks"])})
+    cfg = TuneConfig(**tune_cfg)  # __post_init__ rebuilds the nested configs
     params = trial_params(config)
     ctx = tune.get_context()
     run = Path(cfg.out).resolve() / "trials" / ctx.get_trial_id()

@@ -3,6 +3,7 @@ trial) and roll out, then the trials table, Pareto plot and best config; and a r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -39,15 +40,35 @@ def test_every_ablation_variant_is_a_valid_pruner():
         assert cfg.enabled
 
 
+def tune_with(train: dict | None = None, rollout: dict | None = None, **over) -> TuneConfig:
+    """A TuneConfig overriding fields of its nested train / rollout configs."""
+    from tune.config import trial_rollout, trial_train
+
+    t = dataclasses.replace(trial_train(), **{"data": "x", **(train or {})})
+    return TuneConfig(
+        train=t, rollout=dataclasses.replace(trial_rollout(), **(rollout or {})), **over
+    )
+
+
 def test_validation_names_field():
     with pytest.raises(ValueError, match="tune.searcher"):
-        TuneConfig(data="x", searcher="grid").validate()
-    with pytest.raises(ValueError, match="tune.steps"):
-        TuneConfig(data="x", steps=1, rungs=2).validate()
-    with pytest.raises(ValueError, match="tune.lr must be > 0 or None, got 0.0"):
-        TuneConfig(data="x", lr=0.0).validate()
-    with pytest.raises(ValueError, match="tune.batch_size"):
-        TuneConfig(data="x", batch_size=0).validate()
+        tune_with(searcher="grid").validate()
+    with pytest.raises(ValueError, match=r"tune.steps must be >= rungs \(2\), got 1"):
+        tune_with(steps=1, rungs=2).validate()
+    with pytest.raises(ValueError, match="train.lr must be > 0, got 0.0"):
+        tune_with(train={"lr": 0.0}).validate()
+    with pytest.raises(ValueError, match="train.batch_size"):
+        tune_with(train={"batch_size": 0}).validate()
+    with pytest.raises(ValueError, match="train.data must be a LeRobot dataset folder"):
+        tune_with(train={"data": ""}).validate()
+    with pytest.raises(ValueError, match="tune.rollout.episodes_per_task must be an integer >= 1"):
+        tune_with(rollout={"episodes_per_task": 0}).validate()
+
+
+def test_the_nested_configs_survive_the_ray_round_trip():
+    cfg = tune_with(train={"lr": 1e-3}, rollout={"tasks": (1, 2), "suite": "goal"})
+    again = TuneConfig(**json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg and again.rollout.tasks == (1, 2)
 
 
 def test_trials_select_on_the_selection_block_never_the_report_block():
@@ -55,14 +76,14 @@ def test_trials_select_on_the_selection_block_never_the_report_block():
     from services.rollout.driver import episode_jobs
     from tune.trial import rollout_config
 
-    cfg = TuneConfig(data="x", suite="goal", rollout_tasks=(1,), episodes_per_task=3)
+    cfg = tune_with(rollout={"suite": "goal", "tasks": (1,), "episodes_per_task": 3})
     rc = rollout_config(cfg, Path("ckpt"), Path("rollout_2.json"), init_spread=0.03)
     assert rc.init_state_start == SELECTION_BLOCK != REPORT_BLOCK
     assert episode_jobs(rc) == [(1, 100), (1, 101), (1, 102)]
     assert (rc.checkpoint, rc.init_spread, rc.seed) == ("ckpt", 0.03, 7)
     # real LIBERO has no selection block (its 50 states are the report block)
     with pytest.raises(ValueError, match=r"SELECTION_BLOCK \+ episodes_per_task must be <= 50"):
-        TuneConfig(data="x", suite="libero_goal").validate()
+        tune_with(rollout={"suite": "libero_goal"}).validate()
 
 
 def _row(name: str, wins: int, n: int, kept: float) -> dict:
@@ -129,7 +150,7 @@ def test_tune_outputs_show_the_interval_and_episodes(tmp_path, capsys, monkeypat
     assert drawn["trials"][2] == [list(below), list(above)]  # the Wilson bars
     # neither trial dominates the other (fewer tokens / higher success): both on the front
     assert sorted(zip(*drawn["front"])) == [(20.0, 2 / 3), (48.0, 1.0)]
-    cfg = TuneConfig(data="x", episodes_per_task=3, report_dir=str(tmp_path / "reports"))
+    cfg = tune_with(rollout={"episodes_per_task": 3}, report_dir=str(tmp_path / "reports"))
     text = write_ablation_report(cfg, rows, tmp_path).read_text()
     assert "| 0.67 [0.21, 0.94] n=3 |" in text and "states, 100-102" in text
 
@@ -148,21 +169,19 @@ def demos(tmp_path_factory):
 
 def tiny_search(demos, out, **over) -> TuneConfig:
     """2 trials of 2 steps, 5-step rollouts of one task at 28 px."""
+    wandb_mode = over.pop("wandb_mode", "disabled")
     base = dict(
-        data=str(demos),
         out=str(out),
         trials=2,
         steps=2,
-        suite="spatial",
-        episodes_per_task=1,
-        rollout_tasks=(0,),
-        max_rollout_steps=5,
-        image_size=28,
         report_dir=str(out.parent / "reports"),
         report_episodes_per_task=1,
-        wandb_mode="disabled",
     )
-    return TuneConfig(**{**base, **over})
+    return tune_with(
+        train={"data": str(demos), "image_size": 28, "wandb_mode": wandb_mode},
+        rollout={"suite": "spatial", "episodes_per_task": 1, "tasks": (0,), "max_steps": 5},
+        **{**base, **over},
+    )
 
 
 def test_tiny_search_then_restore(demos, tmp_path):
