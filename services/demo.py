@@ -25,7 +25,8 @@ from policies.pruning.config import PrunerConfig
 from prunepi import env
 from prunepi.checks import check_fields, int_at_least
 from services import reference as ref_recipe
-from services.rollout.config import REPORT_BLOCK, RolloutConfig, check_init_block
+from services.rollout.config import REPORT_BLOCK, ROLLOUT_RULES, RolloutConfig, check_init_block
+from services.train.config import TrainConfig
 
 if TYPE_CHECKING:
     from policies.loading import LoadPlan
@@ -41,24 +42,37 @@ def _demo_pruner() -> PrunerConfig:
     return PrunerConfig(enabled=True, scorer="residual", budget="keep_ratio", keep_ratio=0.5)
 
 
-DEMO_RULES = dict.fromkeys(
-    (
-        "demos_per_task",
-        "train_steps",
-        "train_workers",
-        "batch_size",
-        "episodes_per_task",
-        "rollout_workers",
-        "envs_per_worker",
-        "num_cpus",
-    ),
-    int_at_least(1),
-)
+def demo_train() -> TrainConfig:
+    """The demo's fine-tune of the reference (`--train.*` overrides a field): the `reference`
+    recipe at a fine-tune's LR, 1000 steps on 2 DDP workers, with the pruner; no
+    augmentation, as the reference was trained. Data, init weights, norm stats, seed and
+    CPUs are the demo's (`train` below)."""
+    return TrainConfig(
+        preset="reference",
+        steps=1000,
+        workers=2,
+        batch_size=32,
+        lr=3e-4,  # a fine-tune, below the reference's 2e-3
+        warmup_steps=50,
+        decay_lr=3e-5,
+        log_every=25,
+        augment=False,
+        pruning=_demo_pruner(),  # trained and served
+        wandb_mode="offline",
+    )
+
+
+def demo_rollout() -> RolloutConfig:
+    """How each served variant is rolled out (`--rollout.*`): LIBERO's 50 episodes per task
+    from the report block, 4 episodes per actor in lockstep. Suite, init regions, policy URL
+    and CPUs are the demo's (`rollout_config` below)."""
+    return RolloutConfig(episodes_per_task=50, num_workers=2, envs_per_worker=4)
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sized to finish within 30 minutes on 2 CPU cores."""
+    """Sized to finish within 30 minutes on 2 CPU cores. The fine-tune and the rollouts are
+    whole configs of their own (`train`, `rollout`), overridden here, not re-declared."""
 
     out: str = "runs/demo"  # data/, train/, rollouts/, results.json, the plot
     # the policy to fine-tune: the committed reference (`make reference` rebuilds it); the
@@ -67,17 +81,8 @@ class DemoConfig:
     suite: str = ref_recipe.SUITE  # envs suite to collect, fine-tune and evaluate on
     init_spread: float | None = ref_recipe.INIT_SPREAD  # LIBERO-style init regions (m)
     demos_per_task: int = 50  # scripted expert demos per task for the fine-tuning
-    train_steps: int = 1000  # fine-tuning optimizer steps
-    train_workers: int = 2  # Ray Train DDP workers
-    batch_size: int = 32  # global batch
-    lr: float = 3e-4  # peak learning rate: a fine-tune, below the reference's 2e-3
-    warmup_steps: int = 50  # linear warmup steps
-    decay_lr: float = 3e-5  # final learning rate of the cosine decay
-    pruning: PrunerConfig = field(default_factory=_demo_pruner)  # trained and served pruner
-    episodes_per_task: int = 50  # rollout episodes per task and per variant (LIBERO's 50)
-    max_steps: int | None = None  # policy steps per episode (None: the suite's limit)
-    rollout_workers: int = 2  # Ray actors per rollout
-    envs_per_worker: int = 4  # episodes each actor steps in lockstep (batched queries)
+    train: TrainConfig = field(default_factory=demo_train)
+    rollout: RolloutConfig = field(default_factory=demo_rollout)
     num_cpus: int = 2  # CPUs of the embedded local Ray (on a cluster: the CPUs the demo reserves)
     # Ray cluster to join (HOST:PORT, "auto", ray://HOST:PORT); None: RAY_ADDRESS if set (as
     # `ray job submit` sets it), else the embedded local Ray; "local": always embedded. Every
@@ -86,16 +91,23 @@ class DemoConfig:
     seed: int = 0  # collection and fine-tuning seed (rollouts use openpi's 7)
     fresh: bool = False  # delete OUT first instead of reusing its data and training run
 
+    @property
+    def pruning(self) -> PrunerConfig:
+        return self.train.pruning
+
     def validate(self) -> None:
-        check_fields("demo", self, DEMO_RULES)
+        check_fields("demo", self, dict.fromkeys(("demos_per_task", "num_cpus"), int_at_least(1)))
+        # the fine-tune as a whole (its data is collected later)
+        dataclasses.replace(self.train, data="data").resolved().validate()
+        check_fields("demo.rollout", self.rollout, ROLLOUT_RULES)
         if not self.pruning.enabled or self.pruning.budget != "keep_ratio":
             raise ValueError(
-                f"pruning must be enabled with budget 'keep_ratio' (the training-free point is "
-                f"taken at the same ratio), got enabled={self.pruning.enabled} "
+                f"train.pruning must be enabled with budget 'keep_ratio' (the training-free "
+                f"point is taken at the same ratio), got enabled={self.pruning.enabled} "
                 f"budget={self.pruning.budget!r}"
             )
         env.check_address("address", self.address)
-        check_init_block(self.suite, REPORT_BLOCK, self.episodes_per_task)
+        check_init_block(self.suite, REPORT_BLOCK, self.rollout.episodes_per_task)
 
     def check_reference(self) -> LoadPlan:
         """The reference folder's LoadPlan (its sizes, norm stats and tokenizer), read once
@@ -131,33 +143,23 @@ def collect(cfg: DemoConfig, out: Path, image_size: int) -> Path:
 def train(cfg: DemoConfig, data: Path, out: Path, norm_stats: Path) -> Path:
     """Fine-tune the reference with the pruner; -> the last checkpoint folder. The
     reference's norm stats and tokenizer are kept (its weights were trained on them)."""
-    from services.train.config import TrainConfig
     from services.train.driver import run_train
     from services.train.state import latest_checkpoint
 
     ref = Path(cfg.reference).resolve()
     run = run_train(
-        TrainConfig(
-            preset="reference",
+        dataclasses.replace(
+            cfg.train,
             data=str(data),
             out=str(out / "train"),
             init_from=str(ref),
             norm_stats=str(norm_stats),
-            workers=cfg.train_workers,
             resume=True,  # a rerun continues (or skips) the same run
-            steps=cfg.train_steps,
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-            warmup_steps=cfg.warmup_steps,
-            decay_lr=cfg.decay_lr,
-            save_every=cfg.train_steps,
-            log_every=25,
-            augment=False,
-            pruning=cfg.pruning,
+            save_every=cfg.train.steps,
             seed=cfg.seed,
-            cpus_per_worker=cfg.num_cpus / cfg.train_workers,
+            cpus_per_worker=cfg.num_cpus / cfg.train.workers,
             ray_num_cpus=cfg.num_cpus,
-            wandb_mode="offline",
+            address=cfg.address,
         )
     )
     ckpt = latest_checkpoint(run)
@@ -169,17 +171,15 @@ def train(cfg: DemoConfig, data: Path, out: Path, norm_stats: Path) -> Path:
 def rollout_config(cfg: DemoConfig, ws_url: str, results: Path, cpus: float) -> RolloutConfig:
     """One variant's rollout: on the report block of initial states, never Tune's selection
     block (services/rollout/config.py REPORT_BLOCK), on `cpus` Ray CPUs in all."""
-    return RolloutConfig(
+    return dataclasses.replace(
+        cfg.rollout,
         policy=ws_url,
         suite=cfg.suite,
-        episodes_per_task=cfg.episodes_per_task,
         init_state_start=REPORT_BLOCK,
         out=str(results),
-        num_workers=cfg.rollout_workers,
-        envs_per_worker=cfg.envs_per_worker,
-        num_cpus_per_worker=cpus / cfg.rollout_workers,
-        max_steps=cfg.max_steps,
+        num_cpus_per_worker=cpus / cfg.rollout.num_workers,
         init_spread=cfg.init_spread,
+        address=cfg.address,
     )
 
 
@@ -222,7 +222,7 @@ def evaluate(cfg: DemoConfig, checkpoint: Path, out: Path) -> dict[str, Any]:
                     **fields,
                     port=port,
                     num_cpus_per_replica=share / len(variants),
-                    max_batch_size=cfg.envs_per_worker * cfg.rollout_workers,
+                    max_batch_size=cfg.rollout.envs_per_worker * cfg.rollout.num_workers,
                     app_name=name,
                     log_level="WARNING",  # the results table is what the terminal is for
                     access_log=False,

@@ -70,32 +70,45 @@ def test_plot_draws_the_intervals_as_error_bars(tmp_path, monkeypatch):
     assert bars[0] == [[0.0], [pytest.approx(hi)]]  # 0 of 4: nothing below, up to the bound
 
 
+def demo_with(train: dict | None = None, rollout: dict | None = None, **over) -> DemoConfig:
+    """A DemoConfig overriding fields of its nested train / rollout configs."""
+    from services.demo import demo_rollout, demo_train
+
+    return DemoConfig(
+        train=dataclasses.replace(demo_train(), **(train or {})),
+        rollout=dataclasses.replace(demo_rollout(), **(rollout or {})),
+        **over,
+    )
+
+
 def test_demo_rolls_out_on_the_report_block():
-    cfg = DemoConfig(episodes_per_task=7)
+    cfg = demo_with(rollout={"episodes_per_task": 7})
     rc = rollout_config(cfg, "ws://127.0.0.1:1/pruned/", Path("r.json"), cpus=1.0)
     assert rc.init_state_start == REPORT_BLOCK == 0 and rc.episodes_per_task == 7
     assert episode_jobs(rc)[:2] == [(0, 0), (0, 1)]
     with pytest.raises(ValueError, match="episodes_per_task=201"):
-        DemoConfig(episodes_per_task=201).validate()
+        demo_with(rollout={"episodes_per_task": 201}).validate()
 
 
 def test_demo_config_errors_name_the_field(tmp_path):
-    with pytest.raises(ValueError, match="demo.train_steps must be an integer >= 1, got 0"):
-        DemoConfig(train_steps=0).validate()
-    with pytest.raises(ValueError, match="pruning must be enabled with budget 'keep_ratio'"):
-        DemoConfig(pruning=PrunerConfig(enabled=False)).validate()
+    with pytest.raises(ValueError, match="train.steps must be an integer >= 1, got 0"):
+        demo_with(train={"steps": 0}).validate()
+    with pytest.raises(ValueError, match="demo.rollout.envs_per_worker must be an integer >= 1"):
+        demo_with(rollout={"envs_per_worker": 0}).validate()
+    with pytest.raises(ValueError, match="train.pruning must be enabled with budget 'keep_ratio'"):
+        demo_with(train={"pruning": PrunerConfig(enabled=False)}).validate()
     adaptive = PrunerConfig(enabled=True, budget="adaptive")
     with pytest.raises(ValueError, match="budget='adaptive'"):
-        DemoConfig(pruning=adaptive).validate()
+        demo_with(train={"pruning": adaptive}).validate()
     with pytest.raises(ValueError, match=str(tmp_path / "none")):
         DemoConfig(reference=str(tmp_path / "none")).check_reference()
     DemoConfig().validate()
-    assert dataclasses.asdict(DemoConfig())["pruning"]["enabled"]
+    assert dataclasses.asdict(DemoConfig())["train"]["pruning"]["enabled"]
 
 
 def test_demo_serves_the_training_free_point_at_its_own_budget(tmp_path):
     pruning = PrunerConfig(enabled=True, scorer="residual", budget="keep_ratio", keep_ratio=0.25)
-    cfg = DemoConfig(reference=str(tmp_path / "ref"), pruning=pruning)
+    cfg = demo_with(train={"pruning": pruning}, reference=str(tmp_path / "ref"))
     variants = served_variants(cfg, tmp_path / "ft")
     assert list(variants) == ["pruned", "unpruned", "lightvla"]
     assert variants["pruned"] == {"checkpoint": str(tmp_path / "ft"), "prune": None}

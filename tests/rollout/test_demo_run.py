@@ -21,7 +21,7 @@ from policies.pi05.config import get_preset
 from policies.pi05.model import Pi05Model
 from policies.policy import PolicyConfig, save_checkpoint
 from policies.tokenizer import train_sentencepiece
-from services.demo import DemoConfig, run_demo
+from services.demo import DemoConfig, demo_rollout, demo_train, run_demo
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.render]
 
@@ -46,13 +46,10 @@ def test_demo_fine_tunes_the_reference_and_reports_three_variants(tmp_path):
         out=str(tmp_path / "demo"),
         reference=str(ref),
         demos_per_task=1,
-        train_steps=2,
-        batch_size=4,
-        warmup_steps=1,
-        episodes_per_task=1,
-        max_steps=5,
-        rollout_workers=1,
-        envs_per_worker=2,
+        train=dataclasses.replace(demo_train(), steps=2, batch_size=4, warmup_steps=1),
+        rollout=dataclasses.replace(
+            demo_rollout(), episodes_per_task=1, max_steps=5, num_workers=1, envs_per_worker=2
+        ),
         address="local",
     )
     results = run_demo(cfg)
