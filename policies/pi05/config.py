@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,9 +137,18 @@ class Pi05Config:
 
 
 # ---------------------------------------------------------------------------------------
-# Presets
+# Presets: each a function returning a complete config, registered by `@preset` under its
+# name (adding one is one decorated function).
+
+PRESETS: dict[str, Callable[[], Pi05Config]] = {}
 
 
+def preset(fn: Callable[[], Pi05Config]) -> Callable[[], Pi05Config]:
+    PRESETS[fn.__name__] = fn
+    return fn
+
+
+@preset
 def pi05() -> Pi05Config:
     """openpi's π0.5 sizes (docs/references.md §1): PaliGemma 2B + Gemma 300M expert + So400m."""
     return Pi05Config(
@@ -152,11 +162,13 @@ def pi05() -> Pi05Config:
     )
 
 
+@preset
 def pi05_libero() -> Pi05Config:
     """openpi's `pi05_libero`: π0.5 with a 10-step action chunk."""
     return dataclasses.replace(pi05(), action_horizon=10)
 
 
+@preset
 def tiny() -> Pi05Config:
     """About a million parameters, 112 px images (64 patches per camera): trains on 2 CPUs."""
     return Pi05Config(
@@ -172,9 +184,6 @@ def tiny() -> Pi05Config:
         action_horizon=10,
         max_token_len=32,
     )
-
-
-PRESETS = {"pi05": pi05, "pi05_libero": pi05_libero, "tiny": tiny}
 
 
 def get_preset(name: str) -> Pi05Config:
