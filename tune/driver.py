@@ -79,7 +79,11 @@ def _searcher_and_scheduler(cfg: TuneConfig):
         # which trial happened to report first (trials here are all the same length).
         synch=True,
     )
-    return BasicVariantGenerator(random_state=cfg.seed, max_concurrent=limit), pbt
+    # The whole population must exist for synchronous PBT to compare it at a rung: with
+    # trials created one at a time, the first one reaches the rung alone and never exploits
+    # anything. Every trial is created at once (max_concurrent=0); the CPUs still decide how
+    # many run at a time, and Tune pauses the ones waiting at the rung.
+    return BasicVariantGenerator(random_state=cfg.seed, max_concurrent=0), pbt
 
 
 def build_tuner(cfg: TuneConfig, storage: Path):

@@ -61,14 +61,13 @@ def rollout_config(
     """A rung's rollout (`cfg.rollout`), on the selection block of initial states: the states
     the search chooses on are never the ones reports quote (services/rollout/config.py).
     `over` replaces fields (tune/report_block.py: the report block)."""
-    return dataclasses.replace(
-        cfg.rollout,
-        checkpoint=str(ckpt),
-        init_state_start=SELECTION_BLOCK,
-        out=str(results),
-        init_spread=init_spread,
-        **over,
-    )
+    fields = {
+        "checkpoint": str(ckpt),
+        "init_state_start": SELECTION_BLOCK,
+        "out": str(results),
+        "init_spread": init_spread,
+    }
+    return dataclasses.replace(cfg.rollout, **{**fields, **over})
 
 
 def success_metrics(results: dict[str, Any]) -> dict[str, Any]:

@@ -250,4 +250,7 @@ def test_tiny_pbt_hands_checkpoints_between_trials(demos, tmp_path):
     assert len(handed) == 1, handed  # the bottom half (one trial) exploited the top half
     ((taker, records),) = handed.items()
     giver = next(n for n in trials if n != taker)
-    assert [(r["trial"], r["step"]) for r in records] == [(giver, 1)]
+    handoffs = [(r["trial"], r["step"]) for r in records]
+    # at the first rung from the better trial (and again at the last one, where PBT
+    # perturbs once more before the trial ends)
+    assert handoffs[0] == (giver, 1) and {t for t, _ in handoffs} == {giver}
