@@ -13,7 +13,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from policies.pruning.config import PrunerConfig
 from prunepi.checks import (
     Rule,
     check,
@@ -94,7 +93,7 @@ class TuneConfig:
         if isinstance(self.train, dict):
             object.__setattr__(self, "train", TrainConfig.from_dict(self.train))
         if isinstance(self.rollout, dict):
-            object.__setattr__(self, "rollout", rollout_from_dict(self.rollout))
+            object.__setattr__(self, "rollout", RolloutConfig.from_dict(self.rollout))
 
     @property
     def suite(self) -> str:
@@ -121,15 +120,6 @@ class TuneConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def rollout_from_dict(d: dict[str, Any]) -> RolloutConfig:
-    """Inverse of `dataclasses.asdict` for a RolloutConfig (tuples and the pruner back)."""
-    d = dict(d)
-    d["tasks"] = tuple(d.get("tasks", ()))
-    if isinstance(d.get("pruning"), dict):
-        d["pruning"] = PrunerConfig.from_dict(d["pruning"])
-    return RolloutConfig(**d)
 
 
 TUNE_RULES = {

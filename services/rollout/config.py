@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from policies.pruning.config import PrunerConfig
 from prunepi.checks import (
@@ -111,6 +112,16 @@ class RolloutConfig:
         import envs
 
         return envs.suite_warmup_steps(self.suite)  # envs/families.py
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> RolloutConfig:
+        """Inverse of `dataclasses.asdict` (JSON lists back to the tasks tuple, the nested
+        pruner back to a PrunerConfig), as TrainConfig.from_dict is for training."""
+        d = dict(d)
+        d["tasks"] = tuple(d.get("tasks", ()))
+        if isinstance(d.get("pruning"), dict):
+            d["pruning"] = PrunerConfig.from_dict(d["pruning"])
+        return RolloutConfig(**d)
 
     def validate(self) -> None:
         """Raise ValueError naming the offending field and value."""
