@@ -86,6 +86,7 @@ class TuneConfig:
     # episodes per task re-evaluating each Pareto trial on the REPORT block (0: skip)
     report_episodes_per_task: int = 50
     report_envs_per_worker: int = 4  # lockstep envs per actor in that re-evaluation
+    report_workers: int = 2  # rollout actors of that re-evaluation (trials are done by then)
     report_dir: str = "reports"  # noise-ablation writes noise_ablation.md (+ .png) here
 
     def __post_init__(self):
@@ -133,5 +134,5 @@ TUNE_RULES = {
         lambda v: is_real(v) and v > 0, "> 0 (Ray refuses a trial with no resources)"
     ),
     "report_episodes_per_task": int_at_least(0),
-    "report_envs_per_worker": int_at_least(1),
+    **dict.fromkeys(("report_envs_per_worker", "report_workers"), int_at_least(1)),
 }

@@ -49,6 +49,19 @@ ABLATION: dict[str, dict[str, Any]] = {
     "residual / linear": {"scorer": "residual", "schedule": "linear"},
     "lowrank / linear": {"scorer": "lowrank", "schedule": "linear"},
     "lightvla / gap x2": {"scorer": "lightvla", "schedule": "gap", "noise_scale": 2.0},
+    # LightVLA's own score precision (issue 13): its rms_norm casts back to bf16, so score
+    # rows tie and argmax hands all of them the lowest index (policies/pruning/scorers.py).
+    "lightvla / linear / bf16 scores": {
+        "scorer": "lightvla",
+        "schedule": "linear",
+        "score_dtype": "bfloat16",
+    },
+    "lightvla / keep_ratio 0.5": {
+        "scorer": "lightvla",
+        "schedule": "linear",
+        "budget": "keep_ratio",
+        "keep_ratio": 0.5,
+    },
     "lightvla / keep_ratio 0.15": {
         "scorer": "lightvla",
         "schedule": "linear",
@@ -74,6 +87,7 @@ DEFAULTS: dict[str, Any] = {
     "scorer": "lightvla",
     "keep_loss_weight": 0.0,
     "keep_loss_target": 0.25,
+    "score_dtype": "float32",
 }
 
 
@@ -103,6 +117,7 @@ def pruner_config(params: dict[str, Any], total_steps: int) -> PrunerConfig:
         min_keep=int(params["min_keep"]),
         keep_loss_weight=float(params["keep_loss_weight"]),
         keep_loss_target=float(params["keep_loss_target"]),
+        score_dtype=params["score_dtype"],
         noise=NoiseScheduleConfig(
             kind=params["schedule"],
             scale=float(params["noise_scale"]),
