@@ -27,6 +27,7 @@ from services.curve.report import (
     CURVE_FILES,
     leaves_interval,
     point_record,
+    trained_vs_free,
     write_csv,
     write_json,
     write_markdown,
@@ -152,7 +153,9 @@ def run_curve(cfg: CurveConfig, command: str | None = None) -> dict[str, Any]:
     points, obs = [], None
     try:
         for i, point in enumerate(cfg.points()):
-            rollout = point_rollout(cfg, point, own)
+            rollout = point_rollout(
+                cfg, point, own if point.checkpoint is None else cfg.own_pruner(point)
+            )
             record, obs = run_point(cfg, point, rollout, obs)
             points.append(record)
             log.info(
@@ -180,6 +183,7 @@ def write_curve(
         "tasks": tasks,
         "points": points,
         "leaves_unpruned": {s: (None if p is None else p["name"]) for s, p in leaves.items()},
+        "trained_vs_training_free": trained_vs_free(points),
     }
     curve = json.loads(json.dumps(curve))  # as curve.json reads back: tuples are lists
     write_json(curve, out / CURVE_FILES["json"])

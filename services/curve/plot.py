@@ -7,7 +7,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from services.curve.config import UNPRUNED
+import matplotlib
+
+from services.curve.config import TRAINED, UNPRUNED
 
 
 def _yerr(rows: list[dict[str, Any]]) -> list[list[float]]:
@@ -27,12 +29,13 @@ def _panel(ax, points: list[dict[str, Any]], pick, title: str) -> None:
         ax.axhline(r["success_rate"], color="0.5", lw=1, zorder=1)
         ax.plot([r["kept_tokens_mean"]], [r["success_rate"]], "k*", ms=9, label=UNPRUNED)
     selectors = list(dict.fromkeys(p["selector"] for p in points if p["selector"] != UNPRUNED))
-    for i, sel in enumerate(selectors):
-        rows = sorted((pick(p) for p in points if p["selector"] == sel), key=_kept)
-        xs, ys = [r["kept_tokens_mean"] for r in rows], [r["success_rate"] for r in rows]
-        ax.errorbar(
-            xs, ys, _yerr(rows), fmt="o-", color=f"C{i}", capsize=3, elinewidth=1, label=sel
-        )
+    free = [s for s in selectors if not s.startswith(TRAINED)]
+    trained = [s for s in selectors if s.startswith(TRAINED)]
+    for i, sel in enumerate(free):  # training-free: a line over budgets each
+        _series(ax, points, pick, sel, "o-", f"C{i % 10}", sel)
+    for i, sel in enumerate(trained):  # trained checkpoints: one marker each, own colour
+        colour = matplotlib.colormaps["tab20"](i % 20)
+        _series(ax, points, pick, sel, "D", colour, sel[len(TRAINED) :])
     ax.set_xscale("log")
     ax.set_ylim(-0.03, 1.03)
     ax.set_title(title[:60], fontsize=9)
@@ -41,13 +44,17 @@ def _panel(ax, points: list[dict[str, Any]], pick, title: str) -> None:
     ax.grid(True, alpha=0.3)
 
 
+def _series(ax, points, pick, selector: str, fmt: str, colour, label: str) -> None:
+    rows = sorted((pick(p) for p in points if p["selector"] == selector), key=_kept)
+    xs, ys = [r["kept_tokens_mean"] for r in rows], [r["success_rate"] for r in rows]
+    ax.errorbar(xs, ys, _yerr(rows), fmt=fmt, color=colour, capsize=3, elinewidth=1, label=label)
+
+
 def _kept(r: dict[str, Any]) -> float:
     return r["kept_tokens_mean"]
 
 
 def plot_curve(points: list[dict[str, Any]], tasks: list[str], path: Path) -> Path:
-    import matplotlib
-
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -61,7 +68,12 @@ def plot_curve(points: list[dict[str, Any]], tasks: list[str], path: Path) -> Pa
         _panel(ax, points, lambda p, t=task: p["tasks"][t], task)
     for ax in flat[n:]:
         ax.set_visible(False)
-    flat[0].legend(fontsize=8, loc="lower right")
+    if len(flat) > n:  # a spare panel holds the legend (a dozen trained points hide the data)
+        flat[n].set_visible(True)
+        flat[n].axis("off")
+        flat[n].legend(*flat[0].get_legend_handles_labels(), fontsize=8, loc="center")
+    else:
+        flat[0].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -15,11 +15,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from prunepi.files import write_text
-from services.curve.config import UNPRUNED, Point
+from services.curve.config import TRAINED, UNPRUNED, Point
 from services.rollout.stats import wilson_interval
 
 # The four outputs, names built from stem and suffix: tests/test_repository.py reads a
@@ -101,6 +102,47 @@ def leaves_interval(points: list[dict[str, Any]]) -> dict[str, dict[str, Any] | 
         best = out.setdefault(p["selector"], None)
         if p["ci95"][1] < low and (best is None or _size(p) > _size(best)):
             out[p["selector"]] = p
+    return out
+
+
+def verdict(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """`a` against `b` by their 95 % intervals: "higher" / "lower" when they are disjoint,
+    else "overlap" (no difference above the noise)."""
+    if a["ci95"][0] > b["ci95"][1]:
+        return "higher"
+    if a["ci95"][1] < b["ci95"][0]:
+        return "lower"
+    return "overlap"
+
+
+NEAR = 2.0  # a training-free point is "at" a trained point's tokens within this factor
+
+
+def trained_vs_free(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each trained point against the training-free points at (nearly) its kept tokens: per
+    training-free selector the point nearest in log kept tokens (within a factor NEAR), and
+    the verdict against the most successful of them (LightVLA's claim: trained beats
+    training-free at equal tokens). No verdict when no training-free point is that near."""
+    free = [
+        p for p in points if p["selector"] != UNPRUNED and not p["selector"].startswith(TRAINED)
+    ]
+    out = []
+    for t in (p for p in points if p["selector"].startswith(TRAINED)):
+        near = {}
+        for p in free:
+            gap = abs(math.log(max(p["kept_tokens_mean"], 1e-3) / max(t["kept_tokens_mean"], 1e-3)))
+            if p["selector"] not in near or gap < near[p["selector"]][0]:
+                near[p["selector"]] = (gap, p)
+        nearest = [p for gap, p in near.values() if gap <= math.log(NEAR)]
+        best = max(nearest, key=lambda p: p["success_rate"], default=None)
+        out.append(
+            {
+                "trained": t["name"],
+                "nearest": [p["name"] for p in nearest],
+                "best_training_free": None if best is None else best["name"],
+                "verdict": None if best is None else verdict(t, best),
+            }
+        )
     return out
 
 
@@ -205,6 +247,8 @@ def markdown(curve: dict[str, Any]) -> str:
         "",
     ]
     out += _task_table(pts, curve["tasks"])
+    if any(p["selector"].startswith(TRAINED) for p in pts):
+        out += ["", *comparison_lines(pts)]
     out += [
         "",
         "## Run",
@@ -218,6 +262,36 @@ def markdown(curve: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def comparison_lines(points: list[dict[str, Any]]) -> list[str]:
+    """Markdown: every trained point beside the best training-free point at its kept tokens."""
+    by_name = {p["name"]: p for p in points}
+    lines = [
+        "## Trained against training-free at equal kept tokens",
+        "",
+        "Each trained checkpoint at its own pruner's count, beside the most successful "
+        "training-free point among each selector's nearest in kept tokens (within a factor "
+        f"{NEAR:g}); the verdict compares 95 % intervals (overlap: no difference above the "
+        "noise).",
+        "",
+        "| trained | kept tokens | success [95% CI] | best training-free near it | its kept tokens "
+        "| its success [95% CI] | trained is |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in trained_vs_free(points):
+        t = by_name[row["trained"]]
+        b = by_name.get(row["best_training_free"] or "")
+        free = (
+            ("", "", "")
+            if b is None
+            else (f"{b['selector']} {_budget(b)}", f"{b['kept_tokens_mean']:.1f}", _ci(b))
+        )
+        lines.append(
+            f"| {t['selector'][len(TRAINED) :]} | {t['kept_tokens_mean']:.1f} | {_ci(t)} | "
+            f"{' | '.join(free)} | {row['verdict'] or ''} |"
+        )
+    return lines
 
 
 def _task_table(points: list[dict[str, Any]], tasks: list[str]) -> list[str]:

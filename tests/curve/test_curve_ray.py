@@ -1,6 +1,7 @@
 """`prunepi curve` end to end on a real local Ray: 2 selectors x 2 budgets (1.0 is the
-unpruned reference, run once), a tiny checkpoint, 2 short episodes of one task per point;
-all four files. Three rollouts: each point starts its own actor (about 5 s on idle cores)."""
+unpruned reference, run once), a tiny checkpoint, 2 short episodes of one task per point,
+plus the checkpoint as a trained point at its own pruner; all four files. Four rollouts:
+each point starts its own actor (about 5 s on idle cores)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def test_curve_rolls_out_every_point_and_writes_the_files(local_ray, tiny_checkp
         rollout=rollout,
         selectors=("random", "grid"),
         budgets=(1.0, 0.25),
+        trained=(f"tiny={tiny_checkpoint}",),  # its own pruner: lightvla at keep_ratio 0.25
         out_dir=str(tmp_path / "curve"),
         latency_warmup=1,
         latency_repeats=2,
@@ -40,10 +42,21 @@ def test_curve_rolls_out_every_point_and_writes_the_files(local_ray, tiny_checkp
     out = tmp_path / "curve"
     assert json.loads((out / "curve.json").read_text()) == curve
     pts = {p["name"]: p for p in curve["points"]}
-    assert list(pts) == ["unpruned_1", "random_0.25", "grid_0.25"]
+    assert list(pts) == ["unpruned_1", "random_0.25", "grid_0.25", "trained-tiny_own"]
     # 2 valid cameras x 64 patches of the tiny model; the third camera is never kept
     kept = {n: p["kept_tokens_mean"] for n, p in pts.items()}
-    assert kept == {"unpruned_1": 128.0, "random_0.25": 32.0, "grid_0.25": 32.0}
+    assert kept == {
+        "unpruned_1": 128.0,
+        "random_0.25": 32.0,
+        "grid_0.25": 32.0,
+        "trained-tiny_own": 32.0,
+    }
+    assert pts["trained-tiny_own"]["pruning"]["scorer"] == "lightvla"
+    (row,) = curve["trained_vs_training_free"]
+    assert row["trained"] == "trained-tiny_own" and set(row["nearest"]) == {
+        "random_0.25",
+        "grid_0.25",
+    }
     for p in pts.values():
         assert p["episodes"] == 2 and 0 <= p["successes"] <= 2
         assert p["ci95"][0] <= p["success_rate"] <= p["ci95"][1]
@@ -55,8 +68,9 @@ def test_curve_rolls_out_every_point_and_writes_the_files(local_ray, tiny_checkp
     assert pts["random_0.25"]["prefix_len"] == pts["grid_0.25"]["prefix_len"]
     assert pts["unpruned_1"]["pruning"] is None and pts["grid_0.25"]["pruning"]["scorer"] == "grid"
     with open(out / "curve.csv", newline="") as f:
-        assert len(list(csv.DictReader(f))) == 3 * 2  # overall + the one task, per point
+        assert len(list(csv.DictReader(f))) == 4 * 2  # overall + the one task, per point
     assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG"
     md = (out / CURVE_FILES["md"]).read_text()
     assert "prunepi curve (test)" in md and "| grid | 0.25 | 32.0 of 192 |" in md
     assert "Where success leaves the unpruned interval" in md
+    assert "## Trained against training-free at equal kept tokens" in md
