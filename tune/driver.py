@@ -15,6 +15,7 @@ import csv
 import dataclasses
 import json
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ RESULT_KEYS = (
     "train_kept_tokens",
     "train_argmax_union",
     "train_queries_std",
+    "time_total_s",  # Tune's: the trial's wall time, training and selection rollouts
 )
 
 
@@ -222,6 +224,7 @@ def absolute_paths(cfg: TuneConfig) -> TuneConfig:
 
 
 def run_tune(cfg: TuneConfig) -> dict[str, Any]:
+    t0 = time.perf_counter()
     cfg.validate()
     env.apply_defaults()
     out = Path(cfg.out).resolve()
@@ -245,7 +248,7 @@ def run_tune(cfg: TuneConfig) -> dict[str, Any]:
     if cfg.experiment == "noise-ablation":
         from tune.report import write_ablation_report
 
-        write_ablation_report(cfg, rows, out)
+        write_ablation_report(cfg, rows, out, time.perf_counter() - t0)
     _print(rows)
     return {"rows": rows, "best": str(best) if best else None, "errors": results.num_errors}
 

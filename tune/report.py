@@ -1,76 +1,174 @@
-"""reports/noise_ablation.md: LightVLA's noise ablation and our cures, from real runs."""
+"""reports/noise_ablation.md: LightVLA's noise ablation and our cures, from real runs.
+
+The ablation chooses nothing, so every variant is quoted on the report block of initial
+states (tune/report_block.py re-evaluates all of them); the selection-block rollouts are
+only what Tune saw. Late-training telemetry is each trial's last line of RUN/metrics.jsonl,
+set beside the user's log of the collapse (docs/problem.md §4 in our words: step 20600 of
+a π0.5 LightVLA port, 768 pooled slots).
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import platform
+import shlex
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from services.rollout.config import SELECTION_BLOCK
+from prunepi.machine import machine_info
+from services.rollout.config import REPORT_BLOCK, SELECTION_BLOCK
+from services.rollout.stats import wilson_interval
 from tune.config import TuneConfig
 from tune.space import ABLATION
 from tune.success import success_text
+from tune.trial import last_metrics
+
+# The user's log (step 20600, three cameras = 768 pooled slots, no-noise inference).
+USER_LOG = {
+    "prune/kept_tokens_overall_mean": 2.2963,
+    "prune/kept_ratio_overall_mean": 0.0030,
+    "prune/argmax_union_mean": 2.54,
+    "prune/argmax_top1_share_mean": 0.75,
+    "prune/queries_std_mean": 0.0089,
+    "prune/patches_std_mean": 0.209,
+    "prune/score_top1_gap_det_mean": 0.04,
+    "prune/score_abs_max_det_mean": 29.0,
+}
+TELEMETRY = {  # column -> metrics.jsonl key
+    "kept tokens": "prune/kept_tokens_overall_mean",
+    "kept / all slots": "prune/kept_ratio_overall_mean",
+    "kept / valid": "prune/kept_ratio_valid_mean",
+    "union": "prune/argmax_union_mean",
+    "top-1 share": "prune/argmax_top1_share_mean",
+    "queries std": "prune/queries_std_mean",
+    "patches std": "prune/patches_std_mean",
+    "top-1 gap": "prune/score_top1_gap_det_mean",
+    "max abs score": "prune/score_abs_max_det_mean",
+}
 
 
-def _machine() -> str:
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    cpu = f"{platform.machine()} {platform.processor() or ''}".strip()
-    return f"{cpu}, {os.cpu_count()} CPUs, {gpu}"
+def report_text(row: dict[str, Any]) -> str:
+    """The report-block success `0.89 [0.84, 0.93] n=200`, else the selection block's."""
+    if row.get("report_episodes") is None:
+        return success_text(row) + " (selection block)"
+    n, k = row["report_episodes"], row["report_successes"]
+    lo, hi = wilson_interval(k, n)
+    return f"{k / n:.2f} [{lo:.2f}, {hi:.2f}] n={n}"
 
 
-def write_ablation_report(cfg: TuneConfig, rows: list[dict[str, Any]], out: Path) -> Path:
-    report_dir = Path(cfg.report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    plot = report_dir / "noise_ablation.png"
-    if (out / "pareto.png").is_file():
-        shutil.copyfile(out / "pareto.png", plot)
-    by_variant = {r["variant"]: r for r in rows if r.get("variant")}
-    n = cfg.rollout.episodes_per_task
+def _noise(r: dict[str, Any]) -> str:
+    return r["schedule"] + ("" if r["schedule"] == "none" else f" {r['noise_scale']:g}")
+
+
+def _kept(r: dict[str, Any]) -> tuple[float, float]:
+    kept = r.get("report_kept_tokens_mean")
+    kept = r["kept_tokens_mean"] if kept is None else kept
+    return kept, kept / r["total_tokens"]
+
+
+def success_table(rows: dict[str, dict[str, Any]]) -> list[str]:
     lines = [
-        "# Noise ablation: LightVLA's variants and the collapse cures",
-        "",
-        f"Made by `prunepi tune --experiment noise-ablation` on {time.strftime('%Y-%m-%d')}, "
-        f"machine: {_machine()}.",
-        f"Each variant fine-tunes the `{cfg.train.preset}` π0.5 "
-        f"{'from ' + cfg.train.init_from if cfg.train.init_from else 'from scratch'} for "
-        f"{cfg.steps} steps (seed {cfg.train.seed}) on `{cfg.data}`, then is rolled out on suite "
-        f"`{cfg.suite}` ({n} episodes per task from the selection block of fixed initial "
-        f"states, {SELECTION_BLOCK}-{SELECTION_BLOCK + n - 1}) with "
-        "eval-mode pruning. Success is the rate over all rolled-out episodes, its 95 % Wilson "
-        "interval and the episode count n. Kept tokens are per inference, of all pooled patch "
-        "slots (the masked third camera's slots are never kept).",
-        "",
-        "| variant | scorer | noise | budget | success [95% CI] n | kept tokens | kept ratio | "
-        "train union (late) | train queries std | final loss |",
+        "| variant | scorer | noise | budget | score dtype | success [95% CI] n | kept tokens "
+        "| kept / all slots | final loss | trial wall (train + selection rollout) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in ABLATION:
-        r = by_variant.get(name)
+        r = rows.get(name)
         if r is None:
-            lines.append(f"| {name} | | | | (trial failed or stopped) | | | | | |")
+            lines.append(f"| {name} | | | | | (trial failed or stopped) | | | | |")
             continue
-        noise = r["schedule"] + ("" if r["schedule"] in ("none",) else f" {r['noise_scale']:g}")
+        kept, ratio = _kept(r)
+        wall = r.get("time_total_s")
         lines.append(
-            f"| {name} | {r['scorer']} | {noise} | {r['budget']} | {success_text(r)} | "
-            f"{r['kept_tokens_mean']:.1f} | {r['kept_ratio']:.3f} | "
-            f"{_f(r['train_argmax_union'])} | {_f(r['train_queries_std'])} | "
-            f"{_f(r['train_loss'])} |"
+            f"| {name} | {r['scorer']} | {_noise(r)} | {r['budget']} | "
+            f"{r.get('score_dtype', 'float32')} | {report_text(r)} | {kept:.1f} of "
+            f"{r['total_tokens']} | {ratio:.3f} | {_f(r['train_loss'])} | "
+            f"{'' if wall is None else f'{wall / 60:.1f} min'} |"
         )
+    return lines
+
+
+def telemetry_table(rows: dict[str, dict[str, Any]], out: Path) -> list[str]:
+    lines = [
+        "| run | step | " + " | ".join(TELEMETRY) + " |",
+        "|---|---|" + "---|" * len(TELEMETRY),
+        "| the user's port (768 slots) | 20600 | "
+        + " | ".join(_f(USER_LOG.get(k)) for k in TELEMETRY.values())
+        + " |",
+    ]
+    for name in ABLATION:
+        r = rows.get(name)
+        if r is None:
+            continue
+        m = last_metrics(out / "trials" / r["trial_id"])
+        lines.append(
+            f"| {name} | {m.get('step', '')} | "
+            + " | ".join(_f(m.get(k)) for k in TELEMETRY.values())
+            + " |"
+        )
+    return lines
+
+
+def header(cfg: TuneConfig, wall_s: float | None) -> list[str]:
+    n = cfg.rollout.episodes_per_task
+    m = cfg.report_episodes_per_task
+    origin = "from " + cfg.train.init_from if cfg.train.init_from else "from scratch"
+    where = (
+        f"then every variant is rolled out on the **report block** of initial states "
+        f"({REPORT_BLOCK}-{REPORT_BLOCK + m - 1}, {m} episodes per task)"
+        if m
+        else f"then rolled out on the selection block ({n} episodes per task)"
+    )
+    machine = ", ".join(f"{k} {v}" for k, v in machine_info().items())
+    return [
+        "# Noise ablation: LightVLA's variants and the collapse cures",
+        "",
+        f"Made by `prunepi tune --experiment noise-ablation` on {time.strftime('%Y-%m-%d')}; "
+        f"machine: {machine}."
+        + ("" if wall_s is None else f" This invocation's wall time: {wall_s / 60:.1f} min."),
+        "",
+        f"Each variant fine-tunes the `{cfg.train.preset}` π0.5 {origin} for {cfg.steps} steps "
+        f"(seed {cfg.train.seed}) on `{cfg.data}` with its pruner, {where}, with eval-mode "
+        f"pruning. Tune itself saw only the selection block ({SELECTION_BLOCK}-"
+        f"{SELECTION_BLOCK + n - 1}); the ablation chooses nothing, so nothing below was chosen "
+        "on the episodes it quotes. Success: rate, 95 % Wilson interval, episodes n. Kept "
+        "tokens: per policy query, of all pooled patch slots (the masked third camera's "
+        "slots are never kept).",
+        "",
+    ]
+
+
+def write_ablation_report(
+    cfg: TuneConfig, rows: list[dict[str, Any]], out: Path, wall_s: float | None = None
+) -> Path:
+    report_dir = Path(cfg.report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    if (out / "pareto.png").is_file():
+        shutil.copyfile(out / "pareto.png", report_dir / "noise_ablation.png")
+    by_variant = {r["variant"]: r for r in rows if r.get("variant")}
+    lines = header(cfg, wall_s) + success_table(by_variant)
     lines += [
         "",
         "![success against kept tokens](noise_ablation.png)",
         "",
-        "Columns: *success* and *kept tokens* come from closed-loop rollouts of the final "
-        "checkpoint; *train union (late)* is `prune/argmax_union_mean` at the last logged "
-        "training step (the collapse signature is a union of a few patches); *train queries "
-        "std* is `prune/queries_std_mean` (near zero when every patch's query is the same "
-        "vector, docs/problem.md §4).",
+        "## Late-training telemetry beside the user's log",
+        "",
+        "Each trial's last logged training step (`prune/*` in RUN/metrics.jsonl, "
+        "policies/pruning/telemetry.py): kept tokens and the union are the deterministic "
+        "(no-noise) selection; *kept / all slots* divides by every pooled slot as the user's "
+        "log does, *kept / valid* by the valid patches; *queries std* is taken before any "
+        "residual. The collapse signature is a union of a few patches, a top-1 share near 1 "
+        "and queries std near 0.",
+        "",
+        *telemetry_table(by_variant, out),
+        "",
+        "## How this run was made",
+        "",
+        "```",
+        shlex.join(["prunepi", *sys.argv[1:]]),
+        "```",
         "",
         "The run's configuration (`TuneConfig`):",
         "",

@@ -103,6 +103,7 @@ def _row(name: str, wins: int, n: int, kept: float) -> dict:
         "success_ci95_low": lo,
         "success_ci95_high": hi,
         "kept_tokens_mean": kept,
+        "total_tokens": 48,
         "kept_ratio": kept / 48,
         "score": wins / n - 0.25 * kept / 48,
         "train_loss": 0.5,
@@ -152,7 +153,33 @@ def test_tune_outputs_show_the_interval_and_episodes(tmp_path, capsys, monkeypat
     assert sorted(zip(*drawn["front"])) == [(20.0, 2 / 3), (48.0, 1.0)]
     cfg = tune_with(rollout={"episodes_per_task": 3}, report_dir=str(tmp_path / "reports"))
     text = write_ablation_report(cfg, rows, tmp_path).read_text()
-    assert "| 0.67 [0.21, 0.94] n=3 |" in text and "states, 100-102" in text
+    # without report-block rollouts the selection block's numbers, said so
+    assert "| 0.67 [0.21, 0.94] n=3 (selection block) |" in text and "(100-102)" in text
+
+
+def test_the_ablation_report_quotes_the_report_block_and_the_late_telemetry(tmp_path):
+    from tune.report import write_ablation_report
+
+    row = _row("lightvla / no noise", 1, 3, 6.0)
+    row.update(trial_id="t0", report_episodes=200, report_successes=150)
+    row.update(report_kept_tokens_mean=12.0, time_total_s=600.0)
+    run = tmp_path / "trials" / "t0"
+    run.mkdir(parents=True)
+    lines = [
+        {"step": 10, "prune/argmax_union_mean": 9.0},
+        {"step": 20, "prune/argmax_union_mean": 4.25, "prune/queries_std_mean": 0.0123},
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    cfg = tune_with(rollout={"episodes_per_task": 3}, report_dir=str(tmp_path / "reports"))
+    text = write_ablation_report(cfg, [row], tmp_path, wall_s=90.0).read_text()
+    # 150/200 on the report block (Wilson [0.686, 0.805]), 12 of 48 slots kept
+    assert "| 0.75 [0.69, 0.80] n=200 | 12.0 of 48 | 0.250 | 0.5 | 10.0 min |" in text
+    assert "report block** of initial states (0-49, 50 episodes per task)" in text
+    assert "| the user's port (768 slots) | 20600 | 2.3 | 0.003 |" in text
+    # the last logged step, not the first; missing metrics stay empty
+    assert "| lightvla / no noise | 20 |  |  |  | 4.25 |  | 0.0123 |" in text
+    assert "| lightvla / linear | | | | | (trial failed or stopped) |" in text
+    assert "wall time: 1.5 min" in text
 
 
 @pytest.fixture(scope="module")
