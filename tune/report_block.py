@@ -42,8 +42,10 @@ def report_rollout(cfg: TuneConfig, ckpt: Path, out: Path) -> RolloutConfig:
 
 
 def reusable(path: Path, rollout: RolloutConfig, tasks: int) -> dict[str, Any] | None:
-    """The results in `path` when they are this rollout's (same block, same episodes)."""
-    if not path.is_file():
+    """The results in `path` when they are this rollout's: same block, same episodes, and
+    written after the checkpoint's weights (a retrained checkpoint is rolled out again)."""
+    weights = Path(rollout.checkpoint) / "model.safetensors"
+    if not path.is_file() or path.stat().st_mtime < weights.stat().st_mtime:
         return None
     results = json.loads(path.read_text())
     validate_results(results)

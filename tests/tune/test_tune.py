@@ -281,3 +281,29 @@ def test_tiny_pbt_hands_checkpoints_between_trials(demos, tmp_path):
     # at the first rung from the better trial (and again at the last one, where PBT
     # perturbs once more before the trial ends)
     assert handoffs[0] == (giver, 1) and {t for t, _ in handoffs} == {giver}
+
+
+def test_a_rerun_reuses_a_report_rollout_only_when_it_is_this_ones(tmp_path):
+    import os
+
+    from services.rollout.episode import EpisodeResult
+    from services.rollout.results import aggregate, write_results
+    from tune.report_block import report_rollout, reusable
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "model.safetensors").write_bytes(b"weights")  # only its time is read
+    os.utime(ckpt / "model.safetensors", (1e9, 1e9))
+    eps = [EpisodeResult("t", 0, k, k % 2 == 0, 10, [4], 48) for k in range(2)]
+    path = write_results(aggregate(eps), tmp_path / "report" / "t0.json")
+    cfg = tune_with(report_episodes_per_task=2, rollout={"suite": "spatial"})
+    rollout = report_rollout(cfg, ckpt, path)
+    assert rollout.init_state_start == 0 and rollout.num_workers == cfg.report_workers
+    assert reusable(path, rollout, tasks=1)["successes"] == 1
+    assert reusable(path, rollout, tasks=4) is None  # another task list
+    more = dataclasses.replace(rollout, episodes_per_task=3)
+    assert reusable(path, more, tasks=1) is None  # another episode count
+    later = path.stat().st_mtime + 10  # the checkpoint retrained after the rollout
+    os.utime(ckpt / "model.safetensors", (later, later))
+    assert reusable(path, rollout, tasks=1) is None
+    assert reusable(tmp_path / "none.json", rollout, tasks=1) is None
