@@ -35,6 +35,7 @@ RESULT_KEYS = (
     "success_ci95_low",
     "success_ci95_high",
     "kept_tokens_mean",
+    "total_tokens",
     "kept_ratio",
     "score",
     "step",

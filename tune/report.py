@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -66,6 +65,23 @@ def _kept(r: dict[str, Any]) -> tuple[float, float]:
     kept = r.get("report_kept_tokens_mean")
     kept = r["kept_tokens_mean"] if kept is None else kept
     return kept, kept / r["total_tokens"]
+
+
+def report_view(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with its report-block rollout as its success and kept tokens (for the plot)."""
+    if row.get("report_episodes") is None:
+        return row
+    n, k = row["report_episodes"], row["report_successes"]
+    lo, hi = wilson_interval(k, n)
+    return {
+        **row,
+        "success_rate": k / n,
+        "successes": k,
+        "episodes": n,
+        "success_ci95_low": lo,
+        "success_ci95_high": hi,
+        "kept_tokens_mean": row["report_kept_tokens_mean"],
+    }
 
 
 def success_table(rows: dict[str, dict[str, Any]]) -> list[str]:
@@ -145,8 +161,10 @@ def write_ablation_report(
 ) -> Path:
     report_dir = Path(cfg.report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    if (out / "pareto.png").is_file():
-        shutil.copyfile(out / "pareto.png", report_dir / "noise_ablation.png")
+    from tune.driver import plot_pareto
+
+    title = "noise ablation" + (" (report block)" if cfg.report_episodes_per_task else "")
+    plot_pareto([report_view(r) for r in rows], report_dir / "noise_ablation.png", title)
     by_variant = {r["variant"]: r for r in rows if r.get("variant")}
     lines = header(cfg, wall_s) + success_table(by_variant)
     lines += [

@@ -180,6 +180,13 @@ def test_the_ablation_report_quotes_the_report_block_and_the_late_telemetry(tmp_
     assert "| lightvla / no noise | 20 |  |  |  | 4.25 |  | 0.0123 |" in text
     assert "| lightvla / linear | | | | | (trial failed or stopped) |" in text
     assert "wall time: 1.5 min" in text
+    from tune.report import report_view
+
+    view = report_view(row)  # what noise_ablation.png draws: the report block
+    assert (view["successes"], view["episodes"], view["kept_tokens_mean"]) == (150, 200, 12.0)
+    assert view["success_ci95_low"] == pytest.approx(0.686, abs=1e-3)
+    assert report_view(_row("x", 1, 3, 6.0))["episodes"] == 3  # no report rollout: as it is
+    assert (tmp_path / "reports" / "noise_ablation.png").is_file()
 
 
 @pytest.fixture(scope="module")
