@@ -53,6 +53,7 @@ PALIGEMMA_TOKENIZER = (
     "PaliGemma's sentencepiece model paligemma_tokenizer.model, the one openpi uses "
     "(src/openpi/models/tokenizer.py fetches gs://big_vision/paligemma_tokenizer.model)"
 )
+BOTH_LAYOUTS = ("pruning", "noise_seed")  # LoadOptions a prunepi checkpoint also takes
 MAX_KEY_ERRORS = 8  # shape mismatches listed by name before "... and N more"
 
 
@@ -69,6 +70,10 @@ class LoadOptions:
     env_action_dim: int | None = None  # actions returned; None: len(norm_stats["actions"])
     # the pruner (both layouts); None: a prunepi checkpoint's own, none for an openpi folder
     pruning: PrunerConfig | None = None
+    # the sampler's one fixed noise draw (both layouts; PolicyConfig.noise_seed); None: the
+    # checkpoint's own (0 for an openpi folder). Choosing it is choosing a setting: do it on
+    # the selection block of initial states (services/rollout/config.py).
+    noise_seed: int | None = None
 
     def given(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
@@ -157,7 +162,7 @@ def _folder_config(folder: Path) -> dict | None:
 
 
 def _plan_prunepi(folder: Path, raw: dict, options: LoadOptions) -> LoadPlan:
-    extra = [name for name in options.given() if name != "pruning"]
+    extra = [name for name in options.given() if name not in BOTH_LAYOUTS]
     if extra:
         raise CheckpointError(
             f"{', '.join(extra)} apply to openpi checkpoint folders; {folder} is a prunepi "
@@ -169,7 +174,7 @@ def _plan_prunepi(folder: Path, raw: dict, options: LoadOptions) -> LoadPlan:
         policy_cfg = PolicyConfig(**raw.get("policy", {}))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{cfg_path} is not a prunepi checkpoint config: {e}") from e
-    policy_cfg.validate()
+    policy_cfg = _with_noise_seed(policy_cfg, options)
     if options.pruning is not None:
         model_cfg = dataclasses.replace(model_cfg, pruning=options.pruning)
     model_cfg.validate()
@@ -180,6 +185,17 @@ def _plan_prunepi(folder: Path, raw: dict, options: LoadOptions) -> LoadPlan:
         raise CheckpointError(f"prunepi checkpoint {folder} is missing {', '.join(missing)}")
     _check_pruner_file(folder, model_cfg)
     return LoadPlan("prunepi", folder, model_cfg, policy_cfg, tok, stats)
+
+
+def _with_noise_seed(policy_cfg: PolicyConfig, options: LoadOptions) -> PolicyConfig:
+    """The checkpoint's policy config, its noise_seed replaced when the options give one."""
+    seed = options.noise_seed
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise CheckpointError(f"noise_seed must be an int >= 0, got {seed!r}")
+        policy_cfg = dataclasses.replace(policy_cfg, noise_seed=seed)
+    policy_cfg.validate()
+    return policy_cfg
 
 
 def checkpoint_tokenizer(folder: Path) -> Path | None:
@@ -224,7 +240,7 @@ def _plan_openpi(folder: Path, raw: dict | None, options: LoadOptions) -> LoadPl
         state_dim=state_dim,
         env_action_dim=action_dim,
     )
-    policy_cfg.validate()
+    policy_cfg = _with_noise_seed(policy_cfg, options)
     return LoadPlan("openpi", folder, model_cfg, policy_cfg, tokenizer, stats_path)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prunepi import env
-from prunepi.checks import check_fields, int_at_least
+from prunepi.checks import check_fields, int_at_least, optional
 
 # The suite, init regions and camera size the reference was trained for: the demo and the
 # curve evaluate it under the same ones (services/demo.py, reports/curve_reference.md).
@@ -25,6 +25,12 @@ SUITE = "spatial"
 INIT_SPREAD = 0.015  # m: each object within +-1.5 cm (and 0.15 rad) of its home
 IMAGE_SIZE = 112  # 2 cameras x 64 valid patches, plus the masked third camera's 64 slots
 MODEL_DIR = "models/reference"
+# The sampler's one fixed noise draw (PolicyConfig.noise_seed), chosen after training on the
+# selection block (initial states 100-149, 50 episodes a task) among seeds 0-7, by
+# `prunepi rollout --checkpoint models/reference --noise-seed S --init-state-start 100`:
+# success moved 0.86-0.94 with the draw alone (reports/reference.md). The report block
+# (states 0-49) then judges the choice.
+NOISE_SEED = 2
 
 
 @dataclass(frozen=True)
@@ -38,15 +44,19 @@ class ReferenceConfig:
     image_size: int = IMAGE_SIZE  # camera side in px (multiple of 14)
     init_spread: float | None = INIT_SPREAD  # LIBERO-style init regions (m); None: anywhere
     preset: str = "reference"  # training preset (steps, batch, LR schedule, EMA)
+    steps: int | None = None  # None: the preset's (a short run tests the rebuild's determinism)
     workers: int = 2  # Ray Train DDP workers, one CPU each
     augment: bool = False  # off: the schedule is short and the demos are many
     seed: int = 0  # collection and training seed
+    noise_seed: int = NOISE_SEED  # the exported policy's sampler draw (chosen, see above)
     num_cpus: int = 2  # CPUs of the embedded local Ray
     wandb_mode: str = "offline"  # "offline" | "online" | "disabled"
     address: str | None = None  # Ray cluster to join; None: RAY_ADDRESS, else embedded
 
     def validate(self) -> None:
         rules = dict.fromkeys(("demos_per_task", "workers", "num_cpus"), int_at_least(1))
+        rules["noise_seed"] = int_at_least(0)
+        rules["steps"] = optional(int_at_least(1))
         check_fields("reference", self, rules)
         env.check_address("address", self.address)
 
@@ -79,6 +89,7 @@ def train(cfg: ReferenceConfig, data: Path) -> Path:
     return run_train(
         TrainConfig(
             preset=cfg.preset,
+            steps=cfg.steps,
             data=str(data),
             out=str(out),
             workers=cfg.workers,
@@ -102,6 +113,6 @@ def run_reference(cfg: ReferenceConfig) -> Path:
     print(f"[reference] {data} collected at {time.monotonic() - t0:.0f} s", flush=True)
     run = train(cfg, data)
     print(f"[reference] {run} trained at {time.monotonic() - t0:.0f} s", flush=True)
-    dest = export_policy(run, cfg.dest)
+    dest = export_policy(run, cfg.dest, policy={"noise_seed": cfg.noise_seed})
     print(f"[reference] exported to {dest} ({time.monotonic() - t0:.0f} s)", flush=True)
     return dest

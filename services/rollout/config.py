@@ -94,6 +94,8 @@ class RolloutConfig:
     asset_id: str | None = None  # assets/<asset_id>/ to use when several (openpi: a/b ids)
     state_dim: int | None = None  # raw state width; None: the norm stats' state length
     env_action_dim: int | None = None  # actions returned; None: the norm stats' action length
+    # the sampler's fixed noise draw (policies/loading.py LoadOptions); None: the checkpoint's
+    noise_seed: int | None = None
     # In-process pruner config, for either layout (it replaces a prunepi checkpoint's). Left
     # at its defaults: the checkpoint's own pruner (an openpi folder has none).
     pruning: PrunerConfig = field(default_factory=PrunerConfig)

@@ -67,6 +67,24 @@ def init_config(path: Path, base: Pi05Config) -> Pi05Config:
     return config_from_checkpoint(folder / MODEL_FILE if path.is_dir() else path, base)
 
 
+# How a policy samples (PolicyConfig), not what it learned: a fine-tune samples as the
+# prunepi checkpoint it starts from (the reference's noise_seed was chosen on the selection
+# block after training, reports/reference.md).
+SAMPLER_FIELDS = ("num_steps", "noise_seed", "noise_scale")
+
+
+def init_sampler(cfg: TrainConfig) -> dict[str, Any]:
+    """The sampler fields of `init_from`'s prunepi config.json; {} for none (openpi's)."""
+    if not cfg.init_from:
+        return {}
+    path = Path(cfg.init_from)
+    cfg_file = (path if path.is_dir() else path.parent) / CONFIG_FILE
+    if not cfg_file.is_file():
+        return {}
+    policy = json.loads(cfg_file.read_text()).get("policy", {})
+    return {k: policy[k] for k in SAMPLER_FIELDS if k in policy}
+
+
 def model_config(cfg: TrainConfig) -> Pi05Config:
     """Preset sizes (or `init_from`'s), image size, prompt slots, precision, and the pruner
     with its noise schedule spanning the run (LightVLA: `1 - step / max_steps`)."""
@@ -145,7 +163,12 @@ def prepare_assets(
             f"dataset actions have {action_dim} dims, more than model action_dim "
             f"{model_cfg.action_dim}"
         )
-    policy_cfg = PolicyConfig(asset_id=cfg.asset_id, state_dim=state_dim, env_action_dim=action_dim)
+    policy_cfg = PolicyConfig(
+        asset_id=cfg.asset_id,
+        state_dim=state_dim,
+        env_action_dim=action_dim,
+        **init_sampler(cfg),
+    )
     assets = run / "assets" / cfg.asset_id
     if not reuse:
         shutil.rmtree(assets, ignore_errors=True)

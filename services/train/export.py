@@ -9,19 +9,41 @@ rollout and `--init-from` load, and what `make reference` commits as models/refe
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from services.train.state import STATE_FILE, STATE_JSON, latest_checkpoint
 
 TRAIN_ONLY = (STATE_FILE, STATE_JSON)
 
 
-def export_policy(run: str | Path, dest: str | Path) -> Path:
-    """Copy RUN's latest checkpoint, less its training state, to DEST (replaced atomically)."""
+def set_policy_fields(folder: Path, fields: Mapping[str, Any]) -> None:
+    """Replace `fields` of config.json's "policy" (PolicyConfig: the sampler a recipe chose
+    after training, such as noise_seed), validated as PolicyConfig validates them."""
+    from policies.policy import CONFIG_FILE, PolicyConfig
+
+    path = folder / CONFIG_FILE
+    raw = json.loads(path.read_text())
+    known = {f.name for f in dataclasses.fields(PolicyConfig)}
+    if unknown := sorted(set(fields) - known):
+        raise ValueError(f"export policy fields must be PolicyConfig fields, got {unknown}")
+    policy = {**raw.get("policy", {}), **fields}
+    PolicyConfig(**policy).validate()
+    path.write_text(json.dumps({**raw, "policy": policy}, indent=1))
+
+
+def export_policy(
+    run: str | Path, dest: str | Path, policy: Mapping[str, Any] | None = None
+) -> Path:
+    """Copy RUN's latest checkpoint, less its training state, to DEST (replaced atomically);
+    `policy` overrides fields of its PolicyConfig (set_policy_fields)."""
     src = latest_checkpoint(Path(run))
     if src is None:
         raise FileNotFoundError(f"run {run} has no checkpoint under checkpoints/<step>/")
@@ -30,6 +52,8 @@ def export_policy(run: str | Path, dest: str | Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent))
     try:
         shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(*TRAIN_ONLY), dirs_exist_ok=True)
+        if policy:
+            set_policy_fields(tmp, policy)
         for path in [tmp, *tmp.rglob("*")]:  # mkdtemp / a worker's umask: readable copies
             path.chmod(0o755 if path.is_dir() else 0o644)
         old = dest.with_name(dest.name + ".old")

@@ -178,3 +178,35 @@ def test_learnable_scorer_without_pruner_weights_is_refused(tmp_path, folder, to
     assert all(torch.equal(v, before[k]) for k, v in model.pruner.state_dict().items())
     with pytest.raises(ValueError, match="pruner must be one of"):
         load_openpi_weights(model, tmp_path / "model.safetensors", pruner="skip")
+
+
+def test_sampler_options_noise_seed_and_scale(tmp_path, tokenizer):
+    """A prunepi checkpoint's sampler (PolicyConfig.noise_seed, noise_scale) is what it
+    answers with; `noise_seed` given at load replaces it (the reference's was chosen on the
+    selection block); noise_scale 0 starts every chunk from the Gaussian's mean."""
+    from services.train.export import set_policy_fields
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    stats = {
+        "state": NormStats.from_data(rng.normal(size=(64, 8))),
+        "actions": NormStats.from_data(rng.normal(size=(64, 7))),
+    }
+    ckpt = save_checkpoint(tmp_path / "ck", Pi05Model(tiny()), PolicyConfig(), tokenizer, stats)
+    obs = libero_observation(rng, size=112)
+    seed0 = load_policy(ckpt).infer(obs)["actions"]
+    seed2 = load_policy(ckpt, LoadOptions(noise_seed=2)).infer(obs)["actions"]
+    assert not np.allclose(seed0, seed2)
+    set_policy_fields(ckpt, {"noise_seed": 2})
+    assert load_policy(ckpt).config.noise_seed == 2
+    np.testing.assert_array_equal(load_policy(ckpt).infer(obs)["actions"], seed2)
+    with pytest.raises(CheckpointError, match="noise_seed must be an int >= 0, got -1"):
+        plan_load(ckpt, LoadOptions(noise_seed=-1))
+    with pytest.raises(ValueError, match="PolicyConfig fields, got \\['noise_sed'\\]"):
+        set_policy_fields(ckpt, {"noise_sed": 1})
+    with pytest.raises(ValueError, match="policy.noise_scale must be a real >= 0, got -0.5"):
+        set_policy_fields(ckpt, {"noise_scale": -0.5})
+    set_policy_fields(ckpt, {"noise_scale": 0.0})
+    zero = [load_policy(ckpt, LoadOptions(noise_seed=s)).infer(obs)["actions"] for s in (0, 5)]
+    np.testing.assert_array_equal(zero[0], zero[1])  # no draw left to seed
+    assert not np.allclose(zero[0], seed2)

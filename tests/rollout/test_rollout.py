@@ -88,6 +88,8 @@ def test_rollout_config_errors_name_the_field(tmp_path):
         RolloutConfig(policy="ws://x:1", replan_steps=0).validate()
     with pytest.raises(ValueError, match="prune applies to an in-process checkpoint"):
         RolloutConfig(policy="ws://x:1", prune=False).validate()
+    with pytest.raises(ValueError, match="noise_seed apply to an in-process checkpoint"):
+        RolloutConfig(policy="ws://x:1", noise_seed=2).validate()
 
 
 def _check_results(results: dict, path, tasks: int, episodes: int) -> None:
