@@ -6,12 +6,16 @@ default, through Ray Serve with `--serve` (one replica, `@serve.batch`). Every m
 identical results (an episode depends only on checkpoint, task, initial state and seed);
 the benchmark checks it and says so.
 
-    .venv/bin/python benchmarks/rollout_throughput.py [--checkpoint CKPT] [--slots 1 8]
-        [--episodes-per-task 8] [--max-steps 60] [--serve]
+    .venv/bin/python benchmarks/rollout_throughput.py [--checkpoint CKPT] [--slots 1 16]
+        [--episodes-per-task 8] [--max-steps N] [--serve]
 
-Without --checkpoint a random tiny π0.5 (pruner on, keep 25%) is built in a temp dir; it
-never succeeds, so every episode runs `--max-steps` policy steps in every mode. Wall time
-covers the episodes (environments built on demand included) once the actors are up.
+By default the committed reference (models/reference, spatial suite, its 1.5 cm init
+regions): its episodes succeed at different steps, so lockstep slots free up at different
+times, as in every real evaluation (the worker starts a job on the next replan boundary so
+the batches stay full). `--checkpoint random` builds a random tiny π0.5 (pruner on, keep
+25 %) that never succeeds: every episode runs `--max-steps` policy steps in every mode.
+Wall time covers the episodes (environments built on demand included) once the actors are
+up.
 Writes benchmarks/results/rollout_throughput.json and prints a table. Loopback only.
 """
 
@@ -78,6 +82,7 @@ def mode_rows(base, slots: list[int], label: str) -> list[dict]:
                 "episodes": results["episodes"],
                 "wall_s": wall,
                 "episodes_per_min": results["episodes"] / wall * 60,
+                "success_rate": results["success_rate"],
                 "identical_results": results == first,
             }
         )
@@ -87,13 +92,17 @@ def mode_rows(base, slots: list[int], label: str) -> list[dict]:
     return rows
 
 
-def served_base(base, checkpoint: str):
+def served_base(base, checkpoint: str, slots: list[int]):
     """Start one Serve replica of `checkpoint` (1 CPU); the workers share what is left."""
     import dataclasses
 
     from services.serve import ServeConfig, start_serve
 
-    cfg = ServeConfig(checkpoint=checkpoint, port=free_port(), app_name="rollout_bench")
+    # every lockstep slot of every worker may be in flight at once: one forward for them all
+    most = base.num_workers * max(slots)
+    cfg = ServeConfig(
+        checkpoint=checkpoint, port=free_port(), app_name="rollout_bench", max_batch_size=most
+    )
     handle = start_serve(cfg)
     workers = dataclasses.replace(
         base, checkpoint=None, policy=handle.ws_url, num_cpus_per_worker=0.5
@@ -103,11 +112,12 @@ def served_base(base, checkpoint: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: tiny)")
-    parser.add_argument("--slots", type=int, nargs="+", default=[1, 8], help="envs_per_worker")
-    parser.add_argument("--suite", default="goal")
+    parser.add_argument("--checkpoint", default="models/reference", help="folder, or random")
+    parser.add_argument("--slots", type=int, nargs="+", default=[1, 16], help="envs_per_worker")
+    parser.add_argument("--suite", default="spatial")
+    parser.add_argument("--init-spread", type=float, default=0.015, help="init regions (m)")
     parser.add_argument("--episodes-per-task", type=int, default=8)
-    parser.add_argument("--max-steps", type=int, default=60)
+    parser.add_argument("--max-steps", type=int, default=None, help="None: the suite's limit")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--serve", action="store_true", help="also through Ray Serve")
     args = parser.parse_args()
@@ -115,10 +125,12 @@ def main() -> None:
     from services.rollout import RolloutConfig
 
     tmp = Path(tempfile.mkdtemp(prefix="rollout_bench_"))
-    checkpoint = args.checkpoint or str(build_checkpoint(tmp))
+    random = args.checkpoint == "random"
+    checkpoint = str(build_checkpoint(tmp)) if random else args.checkpoint
     base = RolloutConfig(
         checkpoint=checkpoint,
         suite=args.suite,
+        init_spread=args.init_spread,
         episodes_per_task=args.episodes_per_task,
         max_steps=args.max_steps,
         num_workers=args.workers,
@@ -129,7 +141,7 @@ def main() -> None:
     try:
         rows = mode_rows(base, args.slots, "in_process")
         if args.serve:
-            handle, served = served_base(base, checkpoint)
+            handle, served = served_base(base, checkpoint, args.slots)
             try:
                 rows += mode_rows(served, args.slots, "serve")
             finally:
@@ -139,16 +151,18 @@ def main() -> None:
             import ray
 
             ray.shutdown()
-    cols = ["policy", "envs_per_worker", "episodes", "wall_s", "episodes_per_min", "speedup"]
+    cols = ["policy", "envs_per_worker", "episodes", "success_rate", "wall_s", "episodes_per_min"]
+    cols.append("speedup")
     print_table(rows, cols + ["identical_results"])
     write_json(
         "rollout_throughput.json",
         {
             "description": "closed-loop episodes per minute, one env at a time per worker vs "
             "envs_per_worker in lockstep with one batched policy query per step",
-            "checkpoint": args.checkpoint or "random tiny pi0.5, pruner keep_ratio 0.25",
+            "checkpoint": "random tiny pi0.5, pruner keep_ratio 0.25" if random else checkpoint,
             "config": {
                 "suite": args.suite,
+                "init_spread": args.init_spread,
                 "episodes_per_task": args.episodes_per_task,
                 "max_steps": args.max_steps,
                 "workers": args.workers,

@@ -18,6 +18,17 @@ test_openpi_parity.py, fixture batch 2, this machine) stays within its tolerance
 keeps the flattened GEMM: the gradient of an expanded weight would materialize B copies of
 the weight, and training has no batch-invariance requirement. Checked on CPU only; on a
 GPU cuBLAS chooses its batched kernels by its own heuristics.
+
+The fast exception: a sample of at least MIN_ROWS rows (the prefix, the action chunk) runs
+inside ONE flattened GEMM when the BLAS is measured to compute each row independently of
+the others. On one thread MKL's row results depend only on the row itself once M >= 4
+(measured on torch 2.13 / MKL, AVX-512: every (M, K) x (K, N) of the model's shapes, M up
+to 1792, any row position); on two threads they do not (the split of rows over threads
+moves the K-reduction of some rows). `rows_independent` probes that once per (K, N, dtype,
+threads) on the machine it runs on, and anything it does not vouch for keeps the
+per-sample GEMMs. Why it matters: a lockstep rollout's action-chunk GEMMs are (B x 10, 64)
+x (64, N), 360 of them a chunk; one flattened GEMM takes two thirds of the time of B small
+ones in a bmm (B = 8, N = 128: 17 against 25 us on one thread).
 """
 
 from __future__ import annotations
@@ -25,6 +36,65 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+MIN_ROWS = 4  # per sample; MKL computes M = 1, 2, 3 with other kernels (module docstring)
+# Row counts and positions the probe compares with a lone MIN_ROWS-row product: short and
+# long products, rows at tile edges (the kernels work in tiles of 4-16 rows).
+_PROBE_M = (4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64, 127, 256, 1025)
+_independent: dict[tuple, bool] = {}
+
+
+def rows_independent(k: int, n: int, dtype: torch.dtype) -> bool:
+    """Whether F.linear's row i of an (M, k) x (k, n) product, M >= MIN_ROWS, is bitwise the
+    same whatever the other rows and M are, on this machine and thread count (probed once)."""
+    key = (k, n, dtype, torch.get_num_threads())
+    if key not in _independent:
+        g = torch.Generator().manual_seed(k * 7919 + n)
+        w = torch.randn(n, k, generator=g).to(dtype)
+        bias = torch.randn(n, generator=g).to(dtype)
+        probe = torch.randn(MIN_ROWS, k, generator=g).to(dtype)
+        alone = F.linear(probe, w, bias)
+        same = True
+        for m in _PROBE_M:
+            x = torch.randn(m, k, generator=g).to(dtype)
+            for pos in {0, m - MIN_ROWS, (m - MIN_ROWS) // 2}:
+                x[pos : pos + MIN_ROWS] = probe
+                same = same and torch.equal(F.linear(x, w, bias)[pos : pos + MIN_ROWS], alone)
+        _independent[key] = same
+    return _independent[key]
+
+
+_PROBE_B = (2, 3, 5, 8)  # batch sizes `same_alone_and_batched` compares a lone sample with
+_batched: dict[tuple, bool] = {}
+
+
+def same_alone_and_batched(fn, sample, key: tuple) -> bool:
+    """Whether `fn(*sample)`'s single sample is bitwise `fn` of batches of 2-8 that hold it
+    first or last among random companions; probed once per `key` (+ thread count).
+
+    `sample` is a tuple of tensors, each (1, ...); `fn` returns (B, ...). For fused kernels
+    whose tiling is not documented (the joint layers' SDPA, pi05/layers.py).
+    """
+    key = (*key, torch.get_num_threads())
+    if key not in _batched:
+        g = torch.Generator().manual_seed(0)
+        alone = fn(*sample)[0]
+        same = True
+        for B in _PROBE_B:
+            for pos in (0, B - 1):
+                batch = [_companions(x, B, g) for x in sample]
+                for x, one in zip(batch, sample):
+                    x[pos] = one[0]
+                same = same and torch.equal(fn(*batch)[pos], alone)
+        _batched[key] = same
+    return _batched[key]
+
+
+def _companions(x: Tensor, B: int, g: torch.Generator) -> Tensor:
+    """B random samples shaped like x[0] (bool: random masks)."""
+    if x.dtype == torch.bool:
+        return torch.rand(B, *x.shape[1:], generator=g) > 0.3
+    return torch.randn(B, *x.shape[1:], generator=g).to(x.dtype)
 
 
 def batch_invariant() -> bool:
@@ -51,8 +121,12 @@ def _bmm(a: Tensor, b: Tensor, bias: Tensor | None) -> Tensor:
 
 def _per_sample(x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
     """x (B, ..., K) @ w (K, N) [+ bias] -> (B, ..., N), one GEMM per x[b] (hot path: the
-    batch expand of w is a stride-0 view, never a copy)."""
+    batch expand of w is a stride-0 view, never a copy), or one flattened GEMM where that
+    gives every row the same bits (`rows_independent`)."""
     B = x.shape[0]
+    rows = x[0].numel() // x.shape[-1] if B else 0
+    if rows >= MIN_ROWS and x.is_cpu and rows_independent(x.shape[-1], w.shape[1], x.dtype):
+        return F.linear(x, w.t(), bias)  # (B, ..., N): ONE (B * rows, K) x (K, N) GEMM
     if x.dim() == 3:
         return _bmm(x, w.expand(B, -1, -1), bias)
     y = _bmm(x.reshape(B, -1, x.shape[-1]), w.expand(B, -1, -1), bias)  # a sample = a matrix

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 # nn.Linear and matmul with per-sample GEMMs at inference (batch-invariant actions)
-from policies.invariant import Linear, batched_matmul
+from policies.invariant import Linear, batched_matmul, same_alone_and_batched
 from policies.pi05.config import GemmaConfig, SiglipConfig
 
 # openpi `_prepare_attention_masks_4d`: masked logits get this additive value.
@@ -257,23 +257,51 @@ def eager_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float)
 
 
 def joint_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float) -> Tensor:
-    """The joint layers' attention: eager (openpi's, batch-invariant) at inference; torch's
-    fused SDPA with the same additive mask while training.
+    """The joint layers' attention: torch's fused SDPA with openpi's additive mask, except
+    at inference where SDPA is not measured batch-invariant: there openpi's eager form.
 
-    Why two: inference must give a sample the same bits whatever batch it shares
-    (policies/invariant.py), which the per-sample GEMMs of `eager_attention` guarantee.
-    Training has no such requirement, and on 2 CPU threads the eager softmax and its
-    backward were about 40 % of a tiny-model step (torch.profiler, 112 px, batch 16): the
-    fused kernel never materializes the (B, h, S, S) probabilities. The additive mask is the
-    eager one (finite MASK_VALUE), so a fully masked padding row stays finite as in openpi.
-    q (B, h, Sq, hd); k, v (B, kv, Sk, hd); mask (B, Sq, Sk) bool -> (B, Sq, h*hd).
+    Why: inference must give a sample the same bits whatever batch it shares
+    (policies/invariant.py); the per-sample GEMMs of `eager_attention` guarantee it by
+    construction, and CPU SDPA keeps it too on the shapes `same_alone_and_batched` probes
+    (each (sample, head, query block) is one task of the same kernel; measured on torch
+    2.13, 1 and 2 threads). The fused kernel never materializes the (B, h, S, S)
+    probabilities: on 2 CPU threads the eager softmax and its backward were about 40 % of a
+    tiny-model training step (torch.profiler, 112 px, batch 16), and at inference it halves
+    the attention of a lockstep batch (benchmarks/rollout_throughput.py). The additive mask
+    is the eager one (finite MASK_VALUE), so a fully masked padding row stays finite as in
+    openpi. q (B, h, Sq, hd); k, v (B, kv, Sk, hd); mask (B, Sq, Sk) bool -> (B, Sq, h*hd).
     """
-    if not torch.is_grad_enabled():
-        return eager_attention(q, k, v, mask, scale)
+    if torch.is_grad_enabled() or _fused_invariant(q, k, scale):
+        return fused_attention(q, k, v, mask, scale)
+    return eager_attention(q, k, v, mask, scale)
+
+
+def fused_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float) -> Tensor:
+    """`eager_attention`'s contract on torch's SDPA (same additive mask, GQA)."""
     add = torch.where(mask[:, None], 0.0, MASK_VALUE).to(q.dtype)  # (B, 1, Sq, Sk)
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=add, scale=scale, enable_gqa=True)
     B, h, Sq, hd = y.shape
     return y.transpose(1, 2).reshape(B, Sq, h * hd)
+
+
+def _fused_invariant(q: Tensor, k: Tensor, scale: float) -> bool:
+    """Whether SDPA gives one sample of these shapes the same bits alone and batched."""
+    if not q.is_cpu or q.shape[0] == 0:
+        return False
+    h, Sq, hd = q.shape[1:]
+    kv, Sk = k.shape[1:3]
+    # A synthetic sample of these shapes, the same in every process: the answer is a
+    # function of the shapes and the machine, never of the first observation served.
+    g = torch.Generator().manual_seed(Sq * 1009 + Sk)
+    sample = tuple(
+        torch.randn(1, n, s, hd, generator=g).to(q.dtype) for n, s in ((h, Sq), (kv, Sk), (kv, Sk))
+    )
+    mask1 = torch.rand(1, Sq, Sk, generator=g) > 0.3
+    mask1[..., 0] = True  # every query sees a key, as in the model's masks
+    key = ("sdpa", h, kv, Sq, Sk, hd, q.dtype, scale)
+    return same_alone_and_batched(
+        lambda a, b, c, m: fused_attention(a, b, c, m, scale), (*sample, mask1), key
+    )
 
 
 def make_att_2d_masks(pad_masks: Tensor, att_masks: Tensor) -> Tensor:

@@ -18,6 +18,7 @@ in one call (openpi loops over cameras; results agree to float rounding).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -573,6 +574,8 @@ class Pi05Model(nn.Module):
         if noise is None:
             noise = self.sample_noise((B, cfg.action_horizon, cfg.action_dim), device)
         prefix = self.embed_prefix(observation, prune=prune)
+        if prefix.own_lengths is None:  # unpruned: openpi's padded layout
+            prefix = drop_padding(prefix)
         groups = [(rows, part, self.prefill(part)) for rows, part in split_by_length(prefix)]
         dt = torch.tensor(-1.0 / num_steps, dtype=torch.float32, device=device)
         time = torch.tensor(1.0, dtype=torch.float32, device=device)
@@ -609,6 +612,43 @@ class Pi05Model(nn.Module):
     ) -> Tensor:
         """openpi's `sample_actions`: (B, H, action_dim)."""
         return self.sample(observation, noise, num_steps).actions
+
+
+def drop_padding(prefix: Prefix) -> Prefix:
+    """openpi's unpruned prefix [N patch slots | L prompt slots] without its padding: each
+    sample's valid patches first (in camera order), then its prompt; own_lengths = (valid
+    patches, valid prompt extent), so `split_by_length` embeds every sample as it is alone,
+    as under pruning. `sample` runs it; `embed_prefix` keeps openpi's layout (parity).
+
+    Exact up to rounding: padding slots (an absent camera, the prompt's tail) are masked
+    out of every attention and do not advance the position ids (openpi numbers the prefix
+    by cumsum(pad) - 1), so leaving them out changes no logit, only the length of the
+    reductions. It is the eval twin of training's drop_batch_padding: a LIBERO-style policy
+    with its third camera absent attends over 128 + prompt tokens instead of 192 + 32.
+    """
+    N = prefix.total_tokens
+    patch_valid, lang_mask = prefix.pad_masks[:, :N], prefix.pad_masks[:, N:]  # (B, N), (B, L)
+    B, L = lang_mask.shape
+    own = torch.stack([patch_valid.long().sum(-1), _valid_extent(lang_mask)], dim=1)  # (B, 2)
+    K, Lk = (int(own[:, 0].max()), int(own[:, 1].max())) if B else (0, 0)
+    first = torch.argsort((~patch_valid).to(torch.int8), dim=1, stable=True)[:, :K]  # (B, K)
+    prompt = N + torch.arange(Lk, device=first.device).expand(B, Lk)  # (B, Lk)
+    cols = torch.cat([first, prompt], dim=1)  # (B, K + Lk) sequence columns per sample
+    if K == N and Lk == L:
+        return dataclasses.replace(prefix, own_lengths=own)
+
+    def pick(x: Tensor) -> Tensor:
+        index = cols if x.dim() == 2 else cols[..., None].expand(-1, -1, x.shape[-1])
+        return torch.take_along_dim(x, index, dim=1)
+
+    return dataclasses.replace(
+        prefix,
+        embs=pick(prefix.embs),
+        pad_masks=pick(prefix.pad_masks),
+        att_masks=pick(prefix.att_masks),
+        position_ids=pick(prefix.position_ids),
+        own_lengths=own,
+    )
 
 
 def _valid_extent(mask: Tensor) -> Tensor:

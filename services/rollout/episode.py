@@ -73,8 +73,11 @@ class EpisodeRun:
             task=env.instruction, task_id=task_id, episode=episode, success=False, length=0
         )
         noop = np.asarray(NOOP_ACTION, dtype=np.float32)
-        for _ in range(num_warmup_steps):
-            obs, *_ = env.step(noop)
+        for i in range(num_warmup_steps):  # only the last warm-up observation is read
+            if i < num_warmup_steps - 1 and self._blind is not None:
+                self._blind(noop)
+            else:
+                obs, *_ = env.step(noop)
         self.obs: dict[str, Any] = obs  # what the policy sees next
         self.plan: collections.deque[np.ndarray] = collections.deque()
         self.done = max_steps <= 0

@@ -98,6 +98,8 @@ class RolloutWorker:
         self.max_steps = cfg.max_steps or envs.suite_max_steps(cfg.suite)
         self._idle: dict[int, list] = {}  # task_id -> environments between episodes
         self._active: list[tuple[EpisodeRun, Any]] = []  # running episodes and their envs
+        self._waiting: list[Job] = []  # given, started at the next replan boundary
+        self._tick = 0  # lockstep steps since the running episodes' common start
 
     def _env(self, task_id: int):
         """An idle environment of `task_id`, or a new one (lockstep slots may share a task)."""
@@ -141,14 +143,27 @@ class RolloutWorker:
         return dataclasses.replace(result, frames=[])  # frames stay in the actor
 
     def advance(self, jobs: Iterable[Job] = ()) -> list[EpisodeResult]:
-        """Start `jobs` beside the running episodes, then step them all in lockstep until at
-        least one finishes; return the finished ones (none only when nothing runs)."""
-        for task_id, episode in jobs:
-            if len(self._active) >= self.slots:
-                raise ValueError(f"advance: more than envs_per_worker={self.slots} episodes")
-            self._start(task_id, episode)
-        while self._active:
+        """Take `jobs` beside the running episodes, then step them all in lockstep until at
+        least one finishes; return the finished ones (none only when nothing runs).
+
+        A job starts on a replan boundary (every `replan_steps` lockstep steps), so every
+        episode asks for its chunks on the same steps as the others and one forward serves
+        all of them: started where a finished episode left off, it would ask on its own
+        steps, and the batches would thin out to one or two observations a query. The
+        episode itself is the same either way; only when it starts moves.
+        """
+        self._waiting += list(jobs)
+        if len(self._active) + len(self._waiting) > self.slots:
+            raise ValueError(f"advance: more than envs_per_worker={self.slots} episodes")
+        while self._active or self._waiting:
+            if not self._active:
+                self._tick = 0
+            if self._tick % self.cfg.replan_steps == 0:
+                for task_id, episode in self._waiting:
+                    self._start(task_id, episode)
+                self._waiting = []
             step_lockstep([run for run, _ in self._active], self.policy.infer_batch)
+            self._tick += 1
             done = [(run, env) for run, env in self._active if run.done]
             if done:
                 self._active = [(r, e) for r, e in self._active if not r.done]
@@ -158,8 +173,9 @@ class RolloutWorker:
     def run_jobs(self, jobs: Iterable[Job]) -> list[EpisodeResult]:
         """Every job, `envs_per_worker` at a time (a finished episode frees its slot)."""
         pending, results, finished = collections.deque(jobs), [], []
-        while pending or self._active:
-            new = take(pending, self.slots - len(self._active), [e.task_id for e in finished])
+        while pending or self._active or self._waiting:
+            busy = len(self._active) + len(self._waiting)
+            new = take(pending, self.slots - busy, [e.task_id for e in finished])
             finished = self.advance(new)
             results += finished
         return results
@@ -176,6 +192,7 @@ class RolloutWorker:
             env.close()
         self._idle.clear()
         self._active.clear()
+        self._waiting.clear()
         if hasattr(self.policy, "close"):
             self.policy.close()
 

@@ -13,7 +13,7 @@ import torch
 
 from policies.normalize import NormStats
 from policies.pi05.config import tiny
-from policies.pi05.model import Observation, Pi05Model, split_by_length
+from policies.pi05.model import Observation, Pi05Model, drop_padding, split_by_length
 from policies.policy import Policy, PolicyConfig
 from policies.pruning import PrunerConfig
 from policies.tokenizer import PromptTokenizer, train_sentencepiece
@@ -120,38 +120,89 @@ def _rows(obs: Observation, idx: list[int]) -> Observation:
     )
 
 
-def test_length_groups_are_the_prefixes_embedded_alone(tokenizer):
+@pytest.mark.parametrize("name", ["adaptive", "unpruned"])
+def test_length_groups_are_the_prefixes_embedded_alone(name, tokenizer):
     """The groups sample() runs are cut from the padded batch prefix; each equals the
     prefix its samples get alone, bitwise (embeddings, masks, position ids)."""
-    policy = make_policy(PRUNING["adaptive"], tokenizer)
+    policy = make_policy(PRUNING[name], tokenizer)
     from policies.policy import build_observation
 
     obs = build_observation(
         raw_observations(6), policy.model.config, policy.config, tokenizer, policy.norm_stats
     )
     model = policy.model
+
+    def embed(o: Observation):  # as sample() embeds: unpruned prefixes lose their padding
+        prefix = model.embed_prefix(o)
+        return drop_padding(prefix) if prefix.own_lengths is None else prefix
+
     with torch.no_grad():
-        batched = model.embed_prefix(obs)
+        batched = embed(obs)
         groups = split_by_length(batched)
-        assert len(groups) > 1  # adaptive counts and four prompt lengths: several shapes
+        assert len(groups) > 1  # four prompt lengths (and adaptive counts): several shapes
         seen = []
         for rows, part in groups:
             for j, i in enumerate(rows.tolist()):
-                one = model.embed_prefix(_rows(obs, [i]))
+                one = embed(_rows(obs, [i]))
                 for f in ("embs", "pad_masks", "att_masks", "position_ids", "next_position"):
                     assert torch.equal(getattr(part, f)[j], getattr(one, f)[0]), (i, f)
                 seen.append(i)
     assert sorted(seen) == list(range(6))
 
 
-def test_unpruned_batch_is_one_group_without_copies(tokenizer):
-    policy = make_policy(PRUNING["unpruned"], tokenizer)
-    from policies.policy import build_observation
-
-    obs = build_observation(
-        raw_observations(3), policy.model.config, policy.config, tokenizer, policy.norm_stats
+def mixed_camera_observation(n: int) -> Observation:
+    """n samples of the tiny model; the third camera present for every other sample."""
+    cfg = tiny()
+    g = torch.Generator().manual_seed(5)
+    size = cfg.vision.image_size
+    images = {c: torch.rand(n, 3, size, size, generator=g) * 2 - 1 for c in cfg.camera_names}
+    masks = {c: torch.ones(n, dtype=torch.bool) for c in cfg.camera_names}
+    masks[cfg.camera_names[2]] = torch.arange(n) % 2 == 0
+    lengths = torch.tensor([3, 9, 5, 12, 7][:n] + [4] * max(0, n - 5))
+    prompt_mask = torch.arange(cfg.max_token_len)[None] < lengths[:, None]
+    tokens = torch.randint(1, cfg.vocab_size, (n, cfg.max_token_len), generator=g) * prompt_mask
+    return Observation(
+        images=images,
+        image_masks=masks,
+        state=torch.zeros(n, cfg.action_dim),
+        tokenized_prompt=tokens,
+        tokenized_prompt_mask=prompt_mask,
     )
+
+
+def test_unpruned_eval_prefix_leaves_padding_out():
+    """Unpruned eval embeds a sample's valid patches and prompt only (an absent camera and
+    the prompt's tail are padding): no padding slot alone, bitwise the same actions alone
+    and beside samples with another camera set, and the padded prefix's actions up to
+    rounding (padding is masked out of every attention and advances no position)."""
+    torch.manual_seed(0)
+    model = Pi05Model(tiny()).eval()
+    obs = mixed_camera_observation(5)
+    noise = torch.randn(1, 10, 32).expand(5, -1, -1).contiguous()
     with torch.no_grad():
-        prefix = policy.model.embed_prefix(obs)
-    [(rows, part)] = split_by_length(prefix)
-    assert rows is None and part is prefix
+        batched = model.sample(obs, noise).actions
+        for i in range(5):
+            one = _rows(obs, [i])
+            prefix = drop_padding(model.embed_prefix(one))
+            assert bool(prefix.pad_masks.all()), i
+            valid = 64 * (3 if i % 2 == 0 else 2) + int(one.tokenized_prompt_mask.sum())
+            assert prefix.embs.shape[1] == valid, i
+            assert torch.equal(model.sample(one, noise[:1]).actions[0], batched[i]), i
+        prefix = model.embed_prefix(obs)  # openpi's padded layout, as the parity tests see it
+        cache = model.prefill(prefix)
+        x_t, dt = noise, -0.1
+        for step in range(10):
+            time = torch.tensor(1.0 + step * dt).expand(5)
+            x_t = x_t + dt * model.denoise_step(prefix, cache, x_t, time)
+    torch.testing.assert_close(batched, x_t, rtol=0, atol=1e-5)
+
+
+def test_invariance_probes_tell_batch_dependent_functions_apart(threads):
+    """The probes behind the fast paths (flattened GEMMs, SDPA at inference) say no to a
+    function whose sample depends on its companions."""
+    from policies.invariant import rows_independent, same_alone_and_batched
+
+    one = (torch.randn(1, 6, 8),)
+    assert same_alone_and_batched(lambda x: x * 2.0, one, ("double",))
+    assert not same_alone_and_batched(lambda x: x - x.mean(0, keepdim=True), one, ("center",))
+    assert isinstance(rows_independent(64, 96, torch.float32), bool)

@@ -34,7 +34,7 @@ def noise_for(model, batch=B):
 
 
 def test_keeping_all_tokens_reproduces_unpruned_actions_exactly():
-    model = model_with(budget="keep_ratio", keep_ratio=1.0, trim_prompt_padding=False)
+    model = model_with(budget="keep_ratio", keep_ratio=1.0)
     obs, noise = obs_for(model), noise_for(model)
     obs.image_masks = {k: torch.ones_like(v) for k, v in obs.image_masks.items()}
     pruned = model.sample(obs, noise, prune=True)
@@ -44,24 +44,28 @@ def test_keeping_all_tokens_reproduces_unpruned_actions_exactly():
     assert torch.equal(pruned.actions, unpruned.actions)  # bitwise
 
 
-def test_keeping_all_valid_tokens_drops_only_masked_camera_slots():
-    model = model_with(budget="keep_ratio", keep_ratio=1.0, trim_prompt_padding=False)
+def test_keeping_all_valid_tokens_is_the_unpruned_eval_policy():
+    """Unpruned eval leaves the masked camera's slots and the prompt's tail out
+    (model.drop_padding), as keeping every valid patch does: the same prefix, bitwise."""
+    model = model_with(budget="keep_ratio", keep_ratio=1.0)
     obs, noise = obs_for(model), noise_for(model)  # third camera masked
     pruned = model.sample(obs, noise, prune=True)
     unpruned = model.sample(obs, noise, prune=False)
-    assert pruned.prefix_len == unpruned.prefix_len - model.config.vision.num_patches
-    torch.testing.assert_close(pruned.actions, unpruned.actions, atol=1e-5, rtol=1e-5)
+    longest = int(obs.tokenized_prompt_mask.sum(1).max())
+    assert pruned.prefix_len == unpruned.prefix_len == 2 * model.config.vision.num_patches + longest
+    assert torch.equal(pruned.actions, unpruned.actions)
 
 
 def test_prompt_trimming_changes_nothing_but_length():
-    model = model_with(budget="keep_ratio", keep_ratio=1.0, trim_prompt_padding=True)
-    obs, noise = obs_for(model), noise_for(model)
-    pruned = model.sample(obs, noise, prune=True)
-    unpruned = model.sample(obs, noise, prune=False)
+    untrimmed = model_with(budget="keep_ratio", keep_ratio=1.0, trim_prompt_padding=False)
+    trimmed = model_with(budget="keep_ratio", keep_ratio=1.0, trim_prompt_padding=True)
+    obs, noise = obs_for(trimmed), noise_for(trimmed)
+    short = trimmed.sample(obs, noise, prune=True)
+    full = untrimmed.sample(obs, noise, prune=True)
     longest = int(obs.tokenized_prompt_mask.sum(1).max())
-    n_valid = model.config.vision.num_patches * 2  # random_observation masks the 3rd camera
-    assert pruned.prefix_len == n_valid + longest < unpruned.prefix_len
-    torch.testing.assert_close(pruned.actions, unpruned.actions, atol=1e-5, rtol=1e-5)
+    n_valid = trimmed.config.vision.num_patches * 2  # random_observation masks the 3rd camera
+    assert short.prefix_len == n_valid + longest < full.prefix_len
+    torch.testing.assert_close(short.actions, full.actions, atol=1e-5, rtol=1e-5)
 
 
 def test_eval_really_shortens_prefix_and_kv_cache():

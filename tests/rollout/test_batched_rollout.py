@@ -183,3 +183,30 @@ def test_freed_slot_takes_a_job_of_its_task_first():
     assert take(pending, 2, prefer=[1]) == [(1, 0), (0, 3)]
     assert take(pending, 5, prefer=[7]) == [(1, 1), (2, 0)]  # no job of task 7: the front
     assert take(pending, 1) == [] and not pending
+
+
+def test_a_job_given_mid_chunk_waits_for_the_replan_boundary(adaptive_checkpoint, one_at_a_time):
+    """Episodes ask for chunks on the same lockstep steps: a job given while the others are
+    mid-chunk starts at the next replan boundary and shares their forward, and is still the
+    episode it is alone."""
+    torch.set_num_threads(1)
+    worker = RolloutWorker(base_config(checkpoint=str(adaptive_checkpoint), envs_per_worker=2))
+    worker.policy = recorder = Recorder(worker.policy)
+    try:
+        [short] = worker.advance([(0, 0)])  # alone, to its step limit: 15 steps
+        worker._start(0, 2)
+        worker._start(1, 0)
+        worker._active[0][0].max_steps = 7  # (0, 2) ends at step 7, mid-chunk of (1, 0)
+        [cut] = worker.advance()
+        assert (cut.task_id, cut.episode, cut.length) == (0, 2, 7)
+        recorder.batch_sizes.clear()
+        [full] = worker.advance([(1, 1)])  # given at step 7: starts at step 10
+        rest = worker.run_jobs([])
+    finally:
+        worker.close()
+    assert recorder.batch_sizes[0] == 2  # step 10: (1, 0)'s next chunk and (1, 1)'s first
+    assert (full.task_id, full.episode) == (1, 0)
+    alone = {(e.task_id, e.episode): dataclasses.asdict(e) for e in one_at_a_time[0]}
+    for ep in (short, full, *rest):
+        assert dataclasses.asdict(ep) == alone[(ep.task_id, ep.episode)]
+    assert [(e.task_id, e.episode) for e in rest] == [(1, 1)]
