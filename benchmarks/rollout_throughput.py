@@ -7,7 +7,7 @@ identical results (an episode depends only on checkpoint, task, initial state an
 the benchmark checks it and says so.
 
     .venv/bin/python benchmarks/rollout_throughput.py [--checkpoint CKPT] [--slots 1 16]
-        [--episodes-per-task 8] [--max-steps N] [--serve]
+        [--episodes-per-task 50] [--max-steps N] [--serve]
 
 By default the committed reference (models/reference, spatial suite, its 1.5 cm init
 regions): its episodes succeed at different steps, so lockstep slots free up at different
@@ -110,18 +110,40 @@ def served_base(base, checkpoint: str, slots: list[int]):
     return handle, workers
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default="models/reference", help="folder, or random")
     parser.add_argument("--slots", type=int, nargs="+", default=[1, 16], help="envs_per_worker")
     parser.add_argument("--suite", default="spatial")
     parser.add_argument("--init-spread", type=float, default=0.015, help="init regions (m)")
-    parser.add_argument("--episodes-per-task", type=int, default=8)
+    parser.add_argument("--episodes-per-task", type=int, default=50)  # LIBERO's protocol
     parser.add_argument("--max-steps", type=int, default=None, help="None: the suite's limit")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--serve", action="store_true", help="also through Ray Serve")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def run_modes(base, args: argparse.Namespace) -> list[dict]:
+    """Every mode's rows on one embedded local Ray (its start-up is not timed)."""
+    started = env.init_local_ray(num_cpus=2)
+    try:
+        rows = mode_rows(base, args.slots, "in_process")
+        if args.serve:
+            handle, served = served_base(base, base.checkpoint, args.slots)
+            try:
+                rows += mode_rows(served, args.slots, "serve")
+            finally:
+                handle.stop()
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
     from services.rollout import RolloutConfig
 
     tmp = Path(tempfile.mkdtemp(prefix="rollout_bench_"))
@@ -137,20 +159,7 @@ def main() -> None:
         num_cpus_per_worker=1.0,  # Ray gives each actor OMP_NUM_THREADS=1
         out=str(tmp / "RESULTS.json"),
     )
-    started = env.init_local_ray(num_cpus=2)  # once: Ray start-up is not timed
-    try:
-        rows = mode_rows(base, args.slots, "in_process")
-        if args.serve:
-            handle, served = served_base(base, checkpoint, args.slots)
-            try:
-                rows += mode_rows(served, args.slots, "serve")
-            finally:
-                handle.stop()
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
+    rows = run_modes(base, args)
     cols = ["policy", "envs_per_worker", "episodes", "success_rate", "wall_s", "episodes_per_min"]
     cols.append("speedup")
     print_table(rows, cols + ["identical_results"])

@@ -286,8 +286,8 @@ def fused_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float)
 
 def _fused_invariant(q: Tensor, k: Tensor, scale: float) -> bool:
     """Whether SDPA gives one sample of these shapes the same bits alone and batched."""
-    if not q.is_cpu or q.shape[0] == 0:
-        return False
+    if not q.is_cpu or q.shape[0] == 0 or torch.get_num_threads() != 1:
+        return False  # on 2 threads tiny SDPA calls cost more than eager (pi05_latency.py)
     h, Sq, hd = q.shape[1:]
     kv, Sk = k.shape[1:3]
     # A synthetic sample of these shapes, the same in every process: the answer is a

@@ -62,9 +62,9 @@ def test_curve_rolls_out_every_point_and_writes_the_files(local_ray, tiny_checkp
         assert p["ci95"][0] <= p["success_rate"] <= p["ci95"][1]
         assert p["latency_ms"] > 0 and (out / p["results_file"]).is_file()
         assert list(p["tasks"]) == curve["tasks"] and len(curve["tasks"]) == 1
-    # the prefix really shrinks: all 192 patch slots + the prompt slots, unpruned; 32 kept
-    # patches + the (trimmed) prompt, pruned
-    assert pts["unpruned_1"]["prefix_len"] - pts["grid_0.25"]["prefix_len"] >= 192 - 32
+    # the prefix really shrinks: the 128 valid patches + the prompt, unpruned (eval leaves
+    # the absent camera's slots out); 32 kept patches + the same prompt, pruned
+    assert pts["unpruned_1"]["prefix_len"] - pts["grid_0.25"]["prefix_len"] == 128 - 32
     assert pts["random_0.25"]["prefix_len"] == pts["grid_0.25"]["prefix_len"]
     assert pts["unpruned_1"]["pruning"] is None and pts["grid_0.25"]["pruning"]["scorer"] == "grid"
     with open(out / "curve.csv", newline="") as f:

@@ -27,6 +27,7 @@ def rebuild(root):
         dest=str(root / "export"),
         demos_per_task=1,
         steps=4,
+        num_cpus=1,  # 1 collect actor, 2 DDP workers at 0.5 CPU: fits beside other fixtures
         wandb_mode="disabled",
     )
     return run_reference(cfg)
@@ -34,6 +35,7 @@ def rebuild(root):
 
 @pytest.mark.ray
 @pytest.mark.render
+@pytest.mark.timeout(300)  # a resource deadlock on the shared Ray fails, never hangs CI
 def test_reference_recipe_rebuilds_bit_for_bit(train_ray, tmp_path):
     a, b = rebuild(tmp_path / "a"), rebuild(tmp_path / "b")
     for name in FILES:
