@@ -92,7 +92,7 @@ def mode_rows(base, slots: list[int], label: str) -> list[dict]:
     return rows
 
 
-def served_base(base, checkpoint: str, slots: list[int]):
+def served_base(base, slots: list[int]):
     """Start one Serve replica of `checkpoint` (1 CPU); the workers share what is left."""
     import dataclasses
 
@@ -101,7 +101,7 @@ def served_base(base, checkpoint: str, slots: list[int]):
     # every lockstep slot of every worker may be in flight at once: one forward for them all
     most = base.num_workers * max(slots)
     cfg = ServeConfig(
-        checkpoint=checkpoint, port=free_port(), app_name="rollout_bench", max_batch_size=most
+        checkpoint=base.checkpoint, port=free_port(), app_name="rollout_bench", max_batch_size=most
     )
     handle = start_serve(cfg)
     workers = dataclasses.replace(
@@ -129,7 +129,7 @@ def run_modes(base, args: argparse.Namespace) -> list[dict]:
     try:
         rows = mode_rows(base, args.slots, "in_process")
         if args.serve:
-            handle, served = served_base(base, base.checkpoint, args.slots)
+            handle, served = served_base(base, args.slots)
             try:
                 rows += mode_rows(served, args.slots, "serve")
             finally:

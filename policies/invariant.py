@@ -33,6 +33,8 @@ ones in a bmm (B = 8, N = 128: 17 against 25 us on one thread).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -41,53 +43,48 @@ MIN_ROWS = 4  # per sample; MKL computes M = 1, 2, 3 with other kernels (module 
 # Row counts and positions the probe compares with a lone MIN_ROWS-row product: short and
 # long products, rows at tile edges (the kernels work in tiles of 4-16 rows).
 _PROBE_M = (4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64, 127, 256, 1025)
-_independent: dict[tuple, bool] = {}
 
 
 def rows_independent(k: int, n: int, dtype: torch.dtype) -> bool:
     """Whether F.linear's row i of an (M, k) x (k, n) product, M >= MIN_ROWS, is bitwise the
     same whatever the other rows and M are, on this machine and thread count (probed once)."""
-    key = (k, n, dtype, torch.get_num_threads())
-    if key not in _independent:
-        g = torch.Generator().manual_seed(k * 7919 + n)
-        w = torch.randn(n, k, generator=g).to(dtype)
-        bias = torch.randn(n, generator=g).to(dtype)
-        probe = torch.randn(MIN_ROWS, k, generator=g).to(dtype)
-        alone = F.linear(probe, w, bias)
-        same = True
-        for m in _PROBE_M:
-            x = torch.randn(m, k, generator=g).to(dtype)
-            for pos in {0, m - MIN_ROWS, (m - MIN_ROWS) // 2}:
-                x[pos : pos + MIN_ROWS] = probe
-                same = same and torch.equal(F.linear(x, w, bias)[pos : pos + MIN_ROWS], alone)
-        _independent[key] = same
-    return _independent[key]
+    return _rows_independent(k, n, dtype, torch.get_num_threads())
+
+
+@functools.cache
+def _rows_independent(k: int, n: int, dtype: torch.dtype, threads: int) -> bool:
+    g = torch.Generator().manual_seed(k * 7919 + n)
+    w = torch.randn(n, k, generator=g).to(dtype)
+    bias = torch.randn(n, generator=g).to(dtype)
+    probe = torch.randn(MIN_ROWS, k, generator=g).to(dtype)
+    alone = F.linear(probe, w, bias)
+    for m in _PROBE_M:
+        x = torch.randn(m, k, generator=g).to(dtype)
+        for pos in {0, m - MIN_ROWS, (m - MIN_ROWS) // 2}:
+            x[pos : pos + MIN_ROWS] = probe
+            if not torch.equal(F.linear(x, w, bias)[pos : pos + MIN_ROWS], alone):
+                return False
+    return True
 
 
 _PROBE_B = (2, 3, 5, 8)  # batch sizes `same_alone_and_batched` compares a lone sample with
-_batched: dict[tuple, bool] = {}
 
 
-def same_alone_and_batched(fn, sample, key: tuple) -> bool:
+def same_alone_and_batched(fn, sample: tuple[Tensor, ...]) -> bool:
     """Whether `fn(*sample)`'s single sample is bitwise `fn` of batches of 2-8 that hold it
-    first or last among random companions; probed once per `key` (+ thread count).
-
-    `sample` is a tuple of tensors, each (1, ...); `fn` returns (B, ...). For fused kernels
-    whose tiling is not documented (the joint layers' SDPA, pi05/layers.py).
-    """
-    key = (*key, torch.get_num_threads())
-    if key not in _batched:
-        g = torch.Generator().manual_seed(0)
-        alone = fn(*sample)[0]
-        same = True
-        for B in _PROBE_B:
-            for pos in (0, B - 1):
-                batch = [_companions(x, B, g) for x in sample]
-                for x, one in zip(batch, sample):
-                    x[pos] = one[0]
-                same = same and torch.equal(fn(*batch)[pos], alone)
-        _batched[key] = same
-    return _batched[key]
+    first or last among random companions. `sample` is a tuple of tensors, each (1, ...);
+    `fn` returns (B, ...). For fused kernels whose tiling is not documented (the joint
+    layers' SDPA, pi05/layers.py, which caches the answer per shape)."""
+    g = torch.Generator().manual_seed(0)
+    alone = fn(*sample)[0]
+    for B in _PROBE_B:
+        for pos in (0, B - 1):
+            batch = [_companions(x, B, g) for x in sample]
+            for x, one in zip(batch, sample):
+                x[pos] = one[0]
+            if not torch.equal(fn(*batch)[pos], alone):
+                return False
+    return True
 
 
 def _companions(x: Tensor, B: int, g: torch.Generator) -> Tensor:

@@ -189,12 +189,12 @@ def _plan_prunepi(folder: Path, raw: dict, options: LoadOptions) -> LoadPlan:
 
 def _with_noise_seed(policy_cfg: PolicyConfig, options: LoadOptions) -> PolicyConfig:
     """The checkpoint's policy config, its noise_seed replaced when the options give one."""
-    seed = options.noise_seed
-    if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise CheckpointError(f"noise_seed must be an int >= 0, got {seed!r}")
-        policy_cfg = dataclasses.replace(policy_cfg, noise_seed=seed)
-    policy_cfg.validate()
+    if options.noise_seed is not None:
+        policy_cfg = dataclasses.replace(policy_cfg, noise_seed=options.noise_seed)
+    try:
+        policy_cfg.validate()
+    except ValueError as e:
+        raise CheckpointError(str(e)) from e
     return policy_cfg
 
 

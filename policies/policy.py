@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ from policies.transforms import (
     parse_state,
     resize_with_pad,
 )
-from prunepi.files import umask_mode
+from prunepi.files import umask_mode, write_text
 
 CONFIG_FILE = "config.json"
 
@@ -68,11 +68,20 @@ class PolicyConfig:
         for f in ("state_dim", "env_action_dim", "num_steps"):
             if getattr(self, f) <= 0:
                 raise ValueError(f"policy.{f} must be positive, got {getattr(self, f)}")
-        scale = self.noise_scale
+        scale, seed = self.noise_scale, self.noise_seed
         if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale >= 0:
             raise ValueError(f"policy.noise_scale must be a real >= 0, got {scale!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(
+                f"policy.noise_seed must be an int >= 0, got {seed!r} (None: a fresh draw a call)"
+            )
         if (problem := asset_id_problem(self.asset_id)) is not None:
             raise ValueError(f"policy.asset_id must be {problem}, got {self.asset_id!r}")
+
+
+# How a policy samples, not what it learned: the PolicyConfig fields a fine-tune keeps from
+# the checkpoint it starts from (services/train/driver.py `init_sampler`).
+SAMPLER_FIELDS = ("num_steps", "noise_seed", "noise_scale")
 
 
 # What an asset id may be (openpi's are like "physical-intelligence/libero").
@@ -239,6 +248,24 @@ def load_checkpoint(
     return model.eval(), pcfg, tok, stats
 
 
+def config_text(body: dict[str, Any]) -> str:
+    """config.json's bytes: every writer formats alike, so a rebuild compares bit for bit."""
+    return json.dumps(body, indent=1)
+
+
+def set_policy_fields(folder: str | Path, fields: Mapping[str, Any]) -> None:
+    """Replace `fields` of a checkpoint's PolicyConfig in its config.json (atomically): the
+    sampler a recipe chose after training, such as noise_seed (services/reference.py)."""
+    path = Path(folder) / CONFIG_FILE
+    raw = json.loads(path.read_text())
+    known = {f.name for f in dataclasses.fields(PolicyConfig)}
+    if unknown := sorted(set(fields) - known):
+        raise ValueError(f"export policy fields must be PolicyConfig fields, got {unknown}")
+    policy = {**raw.get("policy", {}), **fields}
+    PolicyConfig(**policy).validate()
+    write_text(path, config_text({**raw, "policy": policy}))
+
+
 def save_checkpoint(
     folder: str | Path,
     model: Pi05Model,
@@ -255,7 +282,7 @@ def save_checkpoint(
         os.chmod(tmp, umask_mode(0o777))  # mkdtemp's 0700 would hide it from other users
         save_openpi_weights(model, tmp)
         body = {"model": model.config.to_dict(), "policy": dataclasses.asdict(policy_cfg)}
-        (tmp / CONFIG_FILE).write_text(json.dumps(body, indent=1))
+        (tmp / CONFIG_FILE).write_text(config_text(body))
         assets = tmp / "assets" / policy_cfg.asset_id
         save_norm_stats(norm_stats, assets / "norm_stats.json")
         shutil.copyfile(tokenizer_path, assets / policy_cfg.tokenizer_file)

@@ -9,6 +9,7 @@ residuals, no sqrt(width) normalizer inside Gemma, no 1/sqrt(width) on image fea
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -290,17 +291,22 @@ def _fused_invariant(q: Tensor, k: Tensor, scale: float) -> bool:
         return False  # on 2 threads tiny SDPA calls cost more than eager (pi05_latency.py)
     h, Sq, hd = q.shape[1:]
     kv, Sk = k.shape[1:3]
-    # A synthetic sample of these shapes, the same in every process: the answer is a
-    # function of the shapes and the machine, never of the first observation served.
+    return _sdpa_probe(h, kv, Sq, Sk, hd, q.dtype, scale)
+
+
+@functools.cache
+def _sdpa_probe(
+    h: int, kv: int, Sq: int, Sk: int, hd: int, dtype: torch.dtype, scale: float
+) -> bool:
+    """The probe on a synthetic sample of these shapes, once per shape (one thread): the
+    answer is a function of the shapes and the machine, never of the first observation."""
     g = torch.Generator().manual_seed(Sq * 1009 + Sk)
-    sample = tuple(
-        torch.randn(1, n, s, hd, generator=g).to(q.dtype) for n, s in ((h, Sq), (kv, Sk), (kv, Sk))
-    )
-    mask1 = torch.rand(1, Sq, Sk, generator=g) > 0.3
-    mask1[..., 0] = True  # every query sees a key, as in the model's masks
-    key = ("sdpa", h, kv, Sq, Sk, hd, q.dtype, scale)
+    shapes = ((h, Sq), (kv, Sk), (kv, Sk))
+    qkv = tuple(torch.randn(1, n, s, hd, generator=g).to(dtype) for n, s in shapes)
+    mask = torch.rand(1, Sq, Sk, generator=g) > 0.3
+    mask[..., 0] = True  # every query sees a key, as in the model's masks
     return same_alone_and_batched(
-        lambda a, b, c, m: fused_attention(a, b, c, m, scale), (*sample, mask1), key
+        lambda a, b, c, m: fused_attention(a, b, c, m, scale), (*qkv, mask)
     )
 
 

@@ -631,11 +631,11 @@ def drop_padding(prefix: Prefix) -> Prefix:
     B, L = lang_mask.shape
     own = torch.stack([patch_valid.long().sum(-1), _valid_extent(lang_mask)], dim=1)  # (B, 2)
     K, Lk = (int(own[:, 0].max()), int(own[:, 1].max())) if B else (0, 0)
+    if K == N and Lk == L:  # no sample has padding: the layout as it is
+        return dataclasses.replace(prefix, own_lengths=own)
     first = torch.argsort((~patch_valid).to(torch.int8), dim=1, stable=True)[:, :K]  # (B, K)
     prompt = N + torch.arange(Lk, device=first.device).expand(B, Lk)  # (B, Lk)
     cols = torch.cat([first, prompt], dim=1)  # (B, K + Lk) sequence columns per sample
-    if K == N and Lk == L:
-        return dataclasses.replace(prefix, own_lengths=own)
 
     def pick(x: Tensor) -> Tensor:
         index = cols if x.dim() == 2 else cols[..., None].expand(-1, -1, x.shape[-1])

@@ -37,7 +37,7 @@ from policies.loading import (
 from policies.normalize import NormStats, load_norm_stats, save_norm_stats
 from policies.pi05.checkpoint import MODEL_FILE, config_from_checkpoint
 from policies.pi05.config import Pi05Config, from_openpi_fixture_config, get_preset
-from policies.policy import CONFIG_FILE, PolicyConfig
+from policies.policy import CONFIG_FILE, SAMPLER_FIELDS, PolicyConfig
 from policies.tokenizer import PromptTokenizer, train_sentencepiece
 from prunepi import env
 from services.train.config import TrainConfig
@@ -67,14 +67,10 @@ def init_config(path: Path, base: Pi05Config) -> Pi05Config:
     return config_from_checkpoint(folder / MODEL_FILE if path.is_dir() else path, base)
 
 
-# How a policy samples (PolicyConfig), not what it learned: a fine-tune samples as the
-# prunepi checkpoint it starts from (the reference's noise_seed was chosen on the selection
-# block after training, reports/reference.md).
-SAMPLER_FIELDS = ("num_steps", "noise_seed", "noise_scale")
-
-
 def init_sampler(cfg: TrainConfig) -> dict[str, Any]:
-    """The sampler fields of `init_from`'s prunepi config.json; {} for none (openpi's)."""
+    """The sampler fields of `init_from`'s prunepi config.json; {} for none (openpi's): a
+    fine-tune samples as the checkpoint it starts from (the reference's noise_seed was chosen
+    on the selection block after training, reports/reference.md)."""
     if not cfg.init_from:
         return {}
     path = Path(cfg.init_from)

@@ -9,8 +9,6 @@ rollout and `--init-from` load, and what `make reference` commits as models/refe
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import shutil
 import sys
@@ -19,24 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from policies.policy import set_policy_fields
 from services.train.state import STATE_FILE, STATE_JSON, latest_checkpoint
 
 TRAIN_ONLY = (STATE_FILE, STATE_JSON)
-
-
-def set_policy_fields(folder: Path, fields: Mapping[str, Any]) -> None:
-    """Replace `fields` of config.json's "policy" (PolicyConfig: the sampler a recipe chose
-    after training, such as noise_seed), validated as PolicyConfig validates them."""
-    from policies.policy import CONFIG_FILE, PolicyConfig
-
-    path = folder / CONFIG_FILE
-    raw = json.loads(path.read_text())
-    known = {f.name for f in dataclasses.fields(PolicyConfig)}
-    if unknown := sorted(set(fields) - known):
-        raise ValueError(f"export policy fields must be PolicyConfig fields, got {unknown}")
-    policy = {**raw.get("policy", {}), **fields}
-    PolicyConfig(**policy).validate()
-    path.write_text(json.dumps({**raw, "policy": policy}, indent=1))
 
 
 def export_policy(

@@ -20,7 +20,7 @@ from policies.normalize import NormStats
 from policies.pi05.checkpoint import CheckpointError, load_openpi_weights, save_openpi_weights
 from policies.pi05.config import tiny
 from policies.pi05.model import Pi05Model
-from policies.policy import Policy, PolicyConfig, save_checkpoint
+from policies.policy import Policy, PolicyConfig, save_checkpoint, set_policy_fields
 from policies.pruning.config import PrunerConfig
 from policies.tokenizer import train_sentencepiece
 from tests.openpi_folder import (
@@ -184,8 +184,6 @@ def test_sampler_options_noise_seed_and_scale(tmp_path, tokenizer):
     """A prunepi checkpoint's sampler (PolicyConfig.noise_seed, noise_scale) is what it
     answers with; `noise_seed` given at load replaces it (the reference's was chosen on the
     selection block); noise_scale 0 starts every chunk from the Gaussian's mean."""
-    from services.train.export import set_policy_fields
-
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     stats = {
