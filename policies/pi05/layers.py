@@ -277,6 +277,30 @@ def joint_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float)
     return eager_attention(q, k, v, mask, scale)
 
 
+AttentionGroups = list[tuple[Tensor, Tensor, Tensor]]  # rows (R,), query (Sq_g,), key (Sk_g,) cols
+
+
+def grouped_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, groups: AttentionGroups
+) -> Tensor:
+    """`joint_attention` of each group of samples over its own columns only.
+
+    Why: a padded batch whose samples have different own lengths (prompt extents, kept
+    counts) runs its row-wise layers (norms, every Linear) as one batch, while each group's
+    attention sees exactly the sequence it has alone, so its softmax sums and probs @ V
+    contractions have their alone lengths (pi05/model.py `Pi05Model.sample`). Same
+    arguments as `joint_attention`; slots outside a group's query columns come out 0.
+    """
+    B, h, Sq, hd = q.shape
+    out = q.new_zeros(B, Sq, h * hd)
+    for rows, q_cols, k_cols in groups:
+        q_g = q[rows][:, :, q_cols]  # (R, h, Sq_g, hd)
+        k_g, v_g = k[rows][:, :, k_cols], v[rows][:, :, k_cols]  # (R, kv, Sk_g, hd)
+        mask_g = mask[rows][:, q_cols][:, :, k_cols]  # (R, Sq_g, Sk_g)
+        out[rows[:, None], q_cols] = joint_attention(q_g, k_g, v_g, mask_g, scale)
+    return out
+
+
 def fused_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float) -> Tensor:
     """`eager_attention`'s contract on torch's SDPA (same additive mask, GQA)."""
     add = torch.where(mask[:, None], 0.0, MASK_VALUE).to(q.dtype)  # (B, 1, Sq, Sk)

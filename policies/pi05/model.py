@@ -28,14 +28,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from policies.invariant import MIN_ROWS, rows_independent
 from policies.pi05.config import Pi05Config
 from policies.pi05.layers import (
+    AttentionGroups,
     GemmaModel,
     Linear,
     Projector,
     VisionTower,
     apply_rope,
     gated_residual,
+    grouped_attention,
     joint_attention,
     make_att_2d_masks,
     rope_cos_sin,
@@ -114,8 +117,11 @@ class Prefix:
         )
 
 
-def split_by_length(prefix: Prefix) -> list[tuple[Tensor | None, Prefix]]:
-    """Groups of samples with equal own lengths, each cut to exactly those lengths.
+Segments = list[tuple[Tensor, Tensor]]  # per group of samples: rows (R,), prefix cols (S_g,)
+
+
+def length_groups(prefix: Prefix) -> Segments | None:
+    """The samples of each own length (rows) and the prefix columns that length covers.
 
     A sample's prefix is then the one it has alone, whatever its companions (the batch pads
     to its longest prompt and largest kept count): every reduction over the sequence
@@ -123,24 +129,32 @@ def split_by_length(prefix: Prefix) -> list[tuple[Tensor | None, Prefix]]:
     alone and batched, so its actions are bitwise the same (tests/pi05/
     test_batch_invariance.py). Cutting is exact: a sample's kept patches come first in its
     patch slots and its valid prompt tokens first in its prompt slots, and position ids do
-    not depend on the padding after them. rows None: the whole batch, as it is.
+    not depend on the padding after them. None: the whole batch, as it is.
     """
     own, B = prefix.own_lengths, prefix.embs.shape[0]
     if own is None or B == 0:
-        return [(None, prefix)]
+        return None
     K = int(own[:, 0].max())  # the batch's patch slots; the prompt slots follow them
     full = [K, int(own[:, 1].max())]
     if sum(full) != prefix.embs.shape[1]:
         raise RuntimeError(f"prefix of length {prefix.embs.shape[1]} is not {full} slots")
-    groups: list[tuple[Tensor | None, Prefix]] = []
+    groups: Segments = []
     for key in torch.unique(own, dim=0).tolist():  # sorted: a fixed order of groups
         rows = (own == own.new_tensor(key)).all(1).nonzero().squeeze(1)  # (R,)
         if len(rows) == B and key == full:
-            return [(None, prefix)]
+            return None
         patch_cols = torch.arange(key[0], device=prefix.embs.device)
-        cols = torch.cat([patch_cols, K + torch.arange(key[1], device=patch_cols.device)])
-        groups.append((rows, prefix.take(rows, cols)))
+        groups.append((rows, torch.cat([patch_cols, K + torch.arange(key[1]).to(patch_cols)])))
     return groups
+
+
+def split_by_length(prefix: Prefix) -> list[tuple[Tensor | None, Prefix]]:
+    """`length_groups` as separate prefixes, each cut to its columns; rows None: the
+    whole batch, as it is."""
+    groups = length_groups(prefix)
+    if groups is None:
+        return [(None, prefix)]
+    return [(rows, prefix.take(rows, cols)) for rows, cols in groups]
 
 
 @dataclass
@@ -169,6 +183,9 @@ class SampleOutput:
 
 
 KVCache = list[tuple[Tensor, Tensor]]  # per layer: K, V (B, kv, S_p, hd) after RoPE
+# One prefill of `sample`: its rows of the batch (None: all), prefix, cache, and the groups
+# that attend apart inside it (None: the whole prefix attends as one).
+Run = tuple[Tensor | None, Prefix, KVCache, Segments | None]
 
 
 class PaliGemma(nn.Module):
@@ -397,14 +414,16 @@ class Pi05Model(nn.Module):
         mask: Tensor,
         position_ids: Tensor,
         past_kv: tuple[Tensor, Tensor] | None = None,
+        groups: AttentionGroups | None = None,
     ) -> tuple[list[Tensor | None], tuple[Tensor, Tensor]]:
         """One layer over the streams present in `xs` ([prefix, suffix]; None = absent).
 
         Each stream projects Q/K/V with its own weights; the streams are concatenated
         along the sequence for ONE attention (PaliGemma's scale and RoPE), then split
         back (openpi gemma_pytorch `compute_layer_complete`). `past_kv` holds cached
-        prefix K/V that the suffix reads (never extended). Returns the new hidden states
-        and this call's K/V (for caching).
+        prefix K/V that the suffix reads (never extended); `groups`, if given, restricts
+        each group of samples' attention to its own columns (`grouped_attention`). Returns
+        the new hidden states and this call's K/V (for caching).
         """
         layers = [self.llm.layers[i], self.expert.layers[i]]
         hs, gates, qs, ks, vs = [], [], [], [], []
@@ -423,7 +442,10 @@ class Pi05Model(nn.Module):
         new_kv = (k, v)
         if past_kv is not None:
             k, v = torch.cat([past_kv[0], k], dim=2), torch.cat([past_kv[1], v], dim=2)
-        att = joint_attention(q, k, v, mask, scale=head_dim**-0.5)  # (B, S, h*hd)
+        if groups is None:
+            att = joint_attention(q, k, v, mask, scale=head_dim**-0.5)  # (B, S, h*hd)
+        else:
+            att = grouped_attention(q, k, v, mask, head_dim**-0.5, groups)
         outs: list[Tensor | None] = []
         start = 0
         for (x, layer), gate in zip(hs, gates):
@@ -445,6 +467,7 @@ class Pi05Model(nn.Module):
         position_ids: Tensor,
         cache: KVCache | None = None,
         keep_kv: bool = False,
+        groups: AttentionGroups | None = None,
     ) -> tuple[list[Tensor | None], KVCache]:
         new_cache: KVCache = []
         for i in range(self.config.paligemma.depth):
@@ -454,7 +477,7 @@ class Pi05Model(nn.Module):
                     self.joint_layer, i, xs, conds, mask, position_ids, past, use_reentrant=False
                 )
             else:
-                xs, kv = self.joint_layer(i, xs, conds, mask, position_ids, past)
+                xs, kv = self.joint_layer(i, xs, conds, mask, position_ids, past, groups)
             if keep_kv:
                 new_cache.append(kv)
         return xs, new_cache
@@ -523,8 +546,9 @@ class Pi05Model(nn.Module):
         return self.forward(observation, actions, noise, time).loss
 
     @torch.no_grad()
-    def prefill(self, prefix: Prefix) -> KVCache:
-        """Run the prefix once through PaliGemma; keep its K/V for every denoise step."""
+    def prefill(self, prefix: Prefix, segments: Segments | None = None) -> KVCache:
+        """Run the prefix once through PaliGemma; keep its K/V for every denoise step.
+        `segments` (`length_groups`): each group attends over its own columns only."""
         mask = make_att_2d_masks(prefix.pad_masks, prefix.att_masks)
         _, cache = self.run_layers(
             [prefix.embs.to(self.compute_dtype), None],
@@ -532,19 +556,38 @@ class Pi05Model(nn.Module):
             mask,
             prefix.position_ids,
             keep_kv=True,
+            groups=None if segments is None else [(r, c, c) for r, c in segments],
         )
         return cache
 
     @torch.no_grad()
-    def denoise_step(self, prefix: Prefix, cache: KVCache, x_t: Tensor, time: Tensor) -> Tensor:
-        """One suffix-only pass reading the cached prefix K/V. -> v_t (B, H, A)."""
+    def denoise_step(
+        self,
+        prefix: Prefix,
+        cache: KVCache,
+        x_t: Tensor,
+        time: Tensor,
+        segments: Segments | None = None,
+    ) -> Tensor:
+        """One suffix-only pass reading the cached prefix K/V. -> v_t (B, H, A).
+        `segments`: as `prefill`'s; each group's actions read its own prefix columns."""
         suffix, s_pad, s_att, cond = self.embed_suffix(x_t, time)
         B, H = s_pad.shape
         prefix_2d = prefix.pad_masks[:, None, :].expand(B, H, prefix.pad_masks.shape[1])
         mask = torch.cat([prefix_2d, make_att_2d_masks(s_pad, s_att)], dim=2)  # (B, H, S_p+H)
         position_ids = prefix.next_position[:, None] + torch.cumsum(s_pad.long(), dim=1) - 1
+        groups = None
+        if segments is not None:  # queries: the H actions; keys: own prefix cols + actions
+            acts = torch.arange(H, device=x_t.device)
+            S_p = prefix.pad_masks.shape[1]
+            groups = [(r, acts, torch.cat([c, S_p + acts])) for r, c in segments]
         (_, out), _ = self.run_layers(
-            [None, suffix.to(self.compute_dtype)], [None, cond], mask, position_ids, cache
+            [None, suffix.to(self.compute_dtype)],
+            [None, cond],
+            mask,
+            position_ids,
+            cache,
+            groups=groups,
         )
         out, _ = self.expert.norm(out[:, -H:], cond)
         return self.action_out_proj(out.to(torch.float32))
@@ -563,8 +606,8 @@ class Pi05Model(nn.Module):
 
         Time accumulates in fp32 exactly as openpi does (the last t is 0.09999993).
         `on_step(time, v_t)` sees every denoise step (used by the parity tests).
-        Samples whose own prefix lengths differ run as separate groups (`split_by_length`),
-        so a sample's actions do not depend on the batch it is in.
+        Samples whose own prefix lengths differ attend as separate groups (`_runs`), so a
+        sample's actions do not depend on the batch it is in.
         """
         if num_steps <= 0:
             raise ValueError(f"num_steps must be positive, got {num_steps}")
@@ -576,13 +619,13 @@ class Pi05Model(nn.Module):
         prefix = self.embed_prefix(observation, prune=prune)
         if prefix.own_lengths is None:  # unpruned: openpi's padded layout
             prefix = drop_padding(prefix)
-        groups = [(rows, part, self.prefill(part)) for rows, part in split_by_length(prefix)]
+        runs = self._runs(prefix)
         dt = torch.tensor(-1.0 / num_steps, dtype=torch.float32, device=device)
         time = torch.tensor(1.0, dtype=torch.float32, device=device)
         x_t = noise
         while time >= -dt / 2:
             t = time.expand(B)
-            v_t = self._velocity(groups, x_t, time)
+            v_t = self._velocity(runs, x_t, time)
             if on_step is not None:
                 on_step(t, v_t)
             x_t = x_t + dt * v_t
@@ -595,15 +638,38 @@ class Pi05Model(nn.Module):
             metrics=prefix.metrics,
         )
 
-    def _velocity(
-        self, groups: list[tuple[Tensor | None, Prefix, KVCache]], x_t: Tensor, time: Tensor
-    ) -> Tensor:
-        """v_t (B, H, A) of every group's samples at scalar `time`, x_t (B, H, A)."""
-        if len(groups) == 1 and groups[0][0] is None:
-            _, prefix, cache = groups[0]
-            return self.denoise_step(prefix, cache, x_t, time.expand(x_t.shape[0]))
+    def _runs(self, prefix: Prefix) -> list[Run]:
+        """How `sample` runs a batch: as it is when every sample has the batch's lengths;
+        else ONE padded pass with each group's attention on its own columns where the
+        padding rows cannot change a valid row's bits (`_packs`); else one pass per group,
+        cut to its lengths (`split_by_length`)."""
+        segments = length_groups(prefix)
+        if segments is None:
+            return [(None, prefix, self.prefill(prefix), None)]
+        if self._packs(prefix, segments):
+            return [(None, prefix, self.prefill(prefix, segments), segments)]
+        return [(rows, part, self.prefill(part), None) for rows, part in split_by_length(prefix)]
+
+    def _packs(self, prefix: Prefix, segments: Segments) -> bool:
+        """Whether a padded pass gives every sample its alone bits: outside attention the
+        prefix stream is row-wise (norms, RoPE, residuals, PaliGemma's Linears), and each
+        Linear's rows are computed independently of the others (`rows_independent`,
+        probed on this machine; CPU only, true on one thread: rollout actors and Serve
+        replicas). Each group needs MIN_ROWS rows, as alone it runs the flattened GEMM too.
+        Why: a Serve batch of 8 prompts of 8 lengths ran 8 passes (4.4x one pass's time,
+        benchmarks/pi05_latency.py), now its Linears run once."""
+        if not prefix.embs.is_cpu or min(len(c) for _, c in segments) < MIN_ROWS:
+            return False
+        linears = [m for m in self.llm.layers.modules() if isinstance(m, Linear)]
+        return all(rows_independent(m.in_features, m.out_features, m.weight.dtype) for m in linears)
+
+    def _velocity(self, runs: list[Run], x_t: Tensor, time: Tensor) -> Tensor:
+        """v_t (B, H, A) of every run's samples at scalar `time`, x_t (B, H, A)."""
+        if len(runs) == 1 and runs[0][0] is None:
+            _, prefix, cache, segments = runs[0]
+            return self.denoise_step(prefix, cache, x_t, time.expand(x_t.shape[0]), segments)
         v_t = torch.empty_like(x_t)
-        for rows, prefix, cache in groups:
+        for rows, prefix, cache, _ in runs:
             v_t[rows] = self.denoise_step(prefix, cache, x_t[rows], time.expand(len(rows)))
         return v_t
 

@@ -1,5 +1,5 @@
 """An observation's actions are bitwise the same alone and in any batch (policies/invariant.py,
-model.split_by_length): any batch size, position and companions, pruned and unpruned, on one
+model.length_groups): any batch size, position and companions, pruned and unpruned, on one
 and on two intra-op threads. Closed-loop rollouts through a micro-batching server depend on
 it (services/serve/deployment.py)."""
 
@@ -206,3 +206,32 @@ def test_invariance_probes_tell_batch_dependent_functions_apart(threads):
     assert same_alone_and_batched(lambda x: x * 2.0, one)
     assert not same_alone_and_batched(lambda x: x - x.mean(0, keepdim=True), one)
     assert isinstance(rows_independent(64, 96, torch.float32), bool)
+
+
+@pytest.mark.parametrize("name", ["unpruned", "adaptive"])
+def test_packed_pass_is_the_per_group_passes_bitwise(name, threads, tokenizer, monkeypatch):
+    """Mixed lengths on one thread run ONE padded pass with per-group attention
+    (`Pi05Model._runs`); its actions are bitwise those of one pass per length group."""
+    from policies.pi05.model import length_groups
+    from policies.policy import build_observation
+
+    policy = make_policy(PRUNING[name], tokenizer)
+    model = policy.model
+    obs = build_observation(
+        raw_observations(8), model.config, policy.config, tokenizer, policy.norm_stats
+    )
+    noise = torch.randn(8, model.config.action_horizon, model.config.action_dim)
+    with torch.no_grad():
+        prefix = model.embed_prefix(obs)
+        prefix = drop_padding(prefix) if prefix.own_lengths is None else prefix
+        segments = length_groups(prefix)
+        assert segments is not None and len(segments) > 1
+        if not model._packs(prefix, segments):
+            pytest.skip("this machine's BLAS does not compute rows independently on one thread")
+        runs = model._runs(prefix)
+        assert len(runs) == 1 and runs[0][3] is not None  # one pass, groups attend apart
+        packed = model.sample(obs, noise).actions
+        monkeypatch.setattr(Pi05Model, "_packs", lambda self, prefix, segments: False)
+        assert len(model._runs(prefix)) == len(segments)
+        split = model.sample(obs, noise).actions
+    assert torch.equal(packed, split), (packed - split).abs().max()
