@@ -31,6 +31,7 @@ from services.rollout.config import (
     check_init_block,
 )
 from services.train.config import TrainConfig
+from tune.space import ABLATION
 
 EXPERIMENTS = ("search", "noise-ablation")
 SEARCHERS = ("optuna", "random", "pbt")
@@ -88,6 +89,8 @@ class TuneConfig:
     report_envs_per_worker: int = 4  # lockstep envs per actor in that re-evaluation
     report_workers: int = 2  # rollout actors of that re-evaluation (trials are done by then)
     report_dir: str = "reports"  # noise-ablation writes noise_ablation.md (+ .png) here
+    # noise-ablation: the variants to run (names in tune/space.py ABLATION); () runs all
+    variants: tuple[str, ...] = ()
 
     def __post_init__(self):
         # The dict form (Ray hands the trainable `to_dict()`; JSON lists for tuples).
@@ -119,8 +122,17 @@ class TuneConfig:
         if self.report_episodes_per_task:
             check_init_block(r.suite, REPORT_BLOCK, self.report_episodes_per_task, "REPORT_BLOCK")
 
+    @property
+    def ablation_variants(self) -> tuple[str, ...]:
+        """The noise-ablation's variants, in ABLATION's order."""
+        return tuple(v for v in ABLATION if not self.variants or v in self.variants)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _known_variants(v: Any) -> bool:
+    return isinstance(v, tuple | list) and all(name in ABLATION for name in v)
 
 
 TUNE_RULES = {
@@ -134,5 +146,6 @@ TUNE_RULES = {
         lambda v: is_real(v) and v > 0, "> 0 (Ray refuses a trial with no resources)"
     ),
     "report_episodes_per_task": int_at_least(0),
+    "variants": Rule(_known_variants, f"names of tune/space.py ABLATION {tuple(ABLATION)}"),
     **dict.fromkeys(("report_envs_per_worker", "report_workers"), int_at_least(1)),
 }

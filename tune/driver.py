@@ -24,7 +24,7 @@ from tune.config import TuneConfig
 from tune.objective import pareto_front
 from tune.progress import TrialProgress
 from tune.report_block import evaluate_front
-from tune.space import ABLATION, DEFAULTS, ablation_space, pbt_mutations, search_space, trial_params
+from tune.space import DEFAULTS, ablation_space, pbt_mutations, search_space, trial_params
 from tune.success import success_text, success_yerr
 from tune.trial import run_trial, train_config
 
@@ -103,7 +103,9 @@ def build_tuner(cfg: TuneConfig, storage: Path):
     ablation = cfg.experiment == "noise-ablation"
     return tune.Tuner(
         trainable,
-        param_space=ablation_space() if ablation else search_space(cfg.searcher),
+        param_space=ablation_space(cfg.ablation_variants)
+        if ablation
+        else search_space(cfg.searcher),
         tune_config=tune.TuneConfig(
             search_alg=search,
             scheduler=scheduler,
@@ -115,7 +117,7 @@ def build_tuner(cfg: TuneConfig, storage: Path):
             storage_path=str(storage),
             failure_config=tune.FailureConfig(max_failures=1),
             verbose=1,
-            callbacks=[TrialProgress(len(ABLATION) if ablation else cfg.trials)],
+            callbacks=[TrialProgress(len(cfg.ablation_variants) if ablation else cfg.trials)],
         ),
     )
 

@@ -20,7 +20,6 @@ from prunepi.machine import machine_info
 from services.rollout.config import REPORT_BLOCK, SELECTION_BLOCK
 from services.rollout.stats import wilson_interval
 from tune.config import TuneConfig
-from tune.space import ABLATION
 from tune.success import success_text
 from tune.trial import last_metrics
 
@@ -84,13 +83,13 @@ def report_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def success_table(rows: dict[str, dict[str, Any]]) -> list[str]:
+def success_table(rows: dict[str, dict[str, Any]], names: tuple[str, ...]) -> list[str]:
     lines = [
         "| variant | scorer | noise | budget | score dtype | success [95% CI] n | kept tokens "
         "| kept / all slots | final loss | trial wall (train + selection rollout) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in ABLATION:
+    for name in names:
         r = rows.get(name)
         if r is None:
             lines.append(f"| {name} | | | | | (trial failed or stopped) | | | | |")
@@ -106,7 +105,9 @@ def success_table(rows: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-def telemetry_table(rows: dict[str, dict[str, Any]], out: Path) -> list[str]:
+def telemetry_table(
+    rows: dict[str, dict[str, Any]], out: Path, names: tuple[str, ...]
+) -> list[str]:
     lines = [
         "| run | step | " + " | ".join(TELEMETRY) + " |",
         "|---|---|" + "---|" * len(TELEMETRY),
@@ -114,7 +115,7 @@ def telemetry_table(rows: dict[str, dict[str, Any]], out: Path) -> list[str]:
         + " | ".join(_f(USER_LOG.get(k)) for k in TELEMETRY.values())
         + " |",
     ]
-    for name in ABLATION:
+    for name in names:
         r = rows.get(name)
         if r is None:
             continue
@@ -166,7 +167,8 @@ def write_ablation_report(
     title = "noise ablation" + (" (report block)" if cfg.report_episodes_per_task else "")
     plot_pareto([report_view(r) for r in rows], report_dir / "noise_ablation.png", title)
     by_variant = {r["variant"]: r for r in rows if r.get("variant")}
-    lines = header(cfg, wall_s) + success_table(by_variant)
+    names = cfg.ablation_variants
+    lines = header(cfg, wall_s) + success_table(by_variant, names)
     lines += [
         "",
         "![success against kept tokens](noise_ablation.png)",
@@ -180,7 +182,7 @@ def write_ablation_report(
         "residual. The collapse signature is a union of a few patches, a top-1 share near 1 "
         "and queries std near 0.",
         "",
-        *telemetry_table(by_variant, out),
+        *telemetry_table(by_variant, out, names),
         "",
         "## How this run was made",
         "",

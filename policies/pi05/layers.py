@@ -241,23 +241,28 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return (x * cos.to(x.dtype)) + (rotated * sin.to(x.dtype))
 
 
-def eager_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float) -> Tensor:
+def eager_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, bias: Tensor | None = None
+) -> Tensor:
     """Gemma eager attention with GQA and an additive mask; softmax in fp32.
 
-    q (B, h, Sq, hd); k, v (B, kv, Sk, hd); mask (B, Sq, Sk) bool -> (B, Sq, h*hd).
+    q (B, h, Sq, hd); k, v (B, kv, Sk, hd); mask (B, Sq, Sk) bool -> (B, Sq, h*hd);
+    bias (B, Sk), if given, is added to every query's logit of each key (`additive_mask`).
     """
     n_rep = q.shape[1] // k.shape[1]
     k = k.repeat_interleave(n_rep, dim=1)  # (B, h, Sk, hd)
     v = v.repeat_interleave(n_rep, dim=1)
     logits = batched_matmul(q, k.transpose(2, 3)) * scale  # (B, h, Sq, Sk)
-    add = torch.where(mask[:, None], 0.0, MASK_VALUE)  # (B, 1, Sq, Sk) fp32
+    add = additive_mask(mask, bias)  # (B, 1, Sq, Sk) fp32
     probs = torch.softmax(logits + add, dim=-1, dtype=torch.float32).to(q.dtype)
     y = batched_matmul(probs, v)  # (B, h, Sq, hd)
     B, h, Sq, hd = y.shape
     return y.transpose(1, 2).reshape(B, Sq, h * hd)
 
 
-def joint_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float) -> Tensor:
+def joint_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, bias: Tensor | None = None
+) -> Tensor:
     """The joint layers' attention: torch's fused SDPA with openpi's additive mask, except
     at inference where SDPA is not measured batch-invariant: there openpi's eager form.
 
@@ -270,11 +275,12 @@ def joint_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float)
     tiny-model training step (torch.profiler, 112 px, batch 16), and at inference it halves
     the attention of a lockstep batch (benchmarks/rollout_throughput.py). The additive mask
     is the eager one (finite MASK_VALUE), so a fully masked padding row stays finite as in
-    openpi. q (B, h, Sq, hd); k, v (B, kv, Sk, hd); mask (B, Sq, Sk) bool -> (B, Sq, h*hd).
+    openpi. q (B, h, Sq, hd); k, v (B, kv, Sk, hd); mask (B, Sq, Sk) bool -> (B, Sq, h*hd);
+    bias (B, Sk) or None: a per-key logit bias (the pruner's keep gate in training).
     """
     if torch.is_grad_enabled() or _fused_invariant(q, k, scale):
-        return fused_attention(q, k, v, mask, scale)
-    return eager_attention(q, k, v, mask, scale)
+        return fused_attention(q, k, v, mask, scale, bias)
+    return eager_attention(q, k, v, mask, scale, bias)
 
 
 AttentionGroups = list[tuple[Tensor, Tensor, Tensor]]  # rows (R,), query (Sq_g,), key (Sk_g,) cols
@@ -301,9 +307,11 @@ def grouped_attention(
     return out
 
 
-def fused_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float) -> Tensor:
+def fused_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, bias: Tensor | None = None
+) -> Tensor:
     """`eager_attention`'s contract on torch's SDPA (same additive mask, GQA)."""
-    add = torch.where(mask[:, None], 0.0, MASK_VALUE).to(q.dtype)  # (B, 1, Sq, Sk)
+    add = additive_mask(mask, bias).to(q.dtype)  # (B, 1, Sq, Sk)
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=add, scale=scale, enable_gqa=True)
     B, h, Sq, hd = y.shape
     return y.transpose(1, 2).reshape(B, Sq, h * hd)
@@ -332,6 +340,13 @@ def _sdpa_probe(
     return same_alone_and_batched(
         lambda a, b, c, m: fused_attention(a, b, c, m, scale), (*qkv, mask)
     )
+
+
+def additive_mask(mask: Tensor, bias: Tensor | None = None) -> Tensor:
+    """(B, Sq, Sk) bool [, (B, Sk) float] -> (B, 1, Sq, Sk) fp32: 0 where seen, openpi's
+    finite MASK_VALUE where not, plus the per-key bias (gradients flow into it)."""
+    add = torch.where(mask[:, None], 0.0, MASK_VALUE)
+    return add if bias is None else add + bias[:, None, None, :].float()
 
 
 def make_att_2d_masks(pad_masks: Tensor, att_masks: Tensor) -> Tensor:

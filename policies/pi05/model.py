@@ -99,6 +99,9 @@ class Prefix:
     # Eval under pruning: (patch slots, prompt slots) of each sample's prefix embedded ALONE;
     # the batch pads both to its largest. None: every sample has the batch's lengths.
     own_lengths: Tensor | None = None  # (B, 2) long
+    # Training with `pruning.train_tokens="masked"`: each key's attention-logit bias, the
+    # pruner's straight-through keep gate (0 kept, ~-46 dropped; 0 on the prompt).
+    key_bias: Tensor | None = None  # (B, S_p) float
 
     def take(self, rows: Tensor, cols: Tensor) -> Prefix:
         """The samples `rows` (R,), cut to the sequence columns `cols` (S,)."""
@@ -114,6 +117,7 @@ class Prefix:
             metrics=self.metrics,
             own_lengths=own,
             aux_loss=self.aux_loss,
+            key_bias=None if self.key_bias is None else self.key_bias[rows][:, cols],
         )
 
 
@@ -371,6 +375,7 @@ class Pi05Model(nn.Module):
             metrics=r.metrics,
             own_lengths=own,
             aux_loss=r.aux_loss,
+            key_bias=_with_zeros(r.key_bias, L),
         )
 
     def _own_lengths(self, kept: Tensor, lang_mask: Tensor) -> Tensor:
@@ -415,6 +420,7 @@ class Pi05Model(nn.Module):
         position_ids: Tensor,
         past_kv: tuple[Tensor, Tensor] | None = None,
         groups: AttentionGroups | None = None,
+        key_bias: Tensor | None = None,
     ) -> tuple[list[Tensor | None], tuple[Tensor, Tensor]]:
         """One layer over the streams present in `xs` ([prefix, suffix]; None = absent).
 
@@ -422,7 +428,8 @@ class Pi05Model(nn.Module):
         along the sequence for ONE attention (PaliGemma's scale and RoPE), then split
         back (openpi gemma_pytorch `compute_layer_complete`). `past_kv` holds cached
         prefix K/V that the suffix reads (never extended); `groups`, if given, restricts
-        each group of samples' attention to its own columns (`grouped_attention`). Returns
+        each group of samples' attention to its own columns (`grouped_attention`);
+        `key_bias` (B, S) is added to every query's logit of each key (`Prefix.key_bias`). Returns
         the new hidden states and this call's K/V (for caching).
         """
         layers = [self.llm.layers[i], self.expert.layers[i]]
@@ -443,7 +450,7 @@ class Pi05Model(nn.Module):
         if past_kv is not None:
             k, v = torch.cat([past_kv[0], k], dim=2), torch.cat([past_kv[1], v], dim=2)
         if groups is None:
-            att = joint_attention(q, k, v, mask, scale=head_dim**-0.5)  # (B, S, h*hd)
+            att = joint_attention(q, k, v, mask, head_dim**-0.5, key_bias)  # (B, S, h*hd)
         else:
             att = grouped_attention(q, k, v, mask, head_dim**-0.5, groups)
         outs: list[Tensor | None] = []
@@ -468,16 +475,16 @@ class Pi05Model(nn.Module):
         cache: KVCache | None = None,
         keep_kv: bool = False,
         groups: AttentionGroups | None = None,
+        key_bias: Tensor | None = None,
     ) -> tuple[list[Tensor | None], KVCache]:
         new_cache: KVCache = []
         for i in range(self.config.paligemma.depth):
             past = cache[i] if cache is not None else None
+            args = (i, xs, conds, mask, position_ids, past, groups, key_bias)
             if self.gradient_checkpointing and self.training:
-                xs, kv = checkpoint(
-                    self.joint_layer, i, xs, conds, mask, position_ids, past, use_reentrant=False
-                )
+                xs, kv = checkpoint(self.joint_layer, *args, use_reentrant=False)
             else:
-                xs, kv = self.joint_layer(i, xs, conds, mask, position_ids, past, groups)
+                xs, kv = self.joint_layer(*args)
             if keep_kv:
                 new_cache.append(kv)
         return xs, new_cache
@@ -526,8 +533,13 @@ class Pi05Model(nn.Module):
         mask = make_att_2d_masks(pad, att)  # (B, S, S)
         s_pos = prefix.next_position[:, None] + torch.cumsum(s_pad.long(), dim=1) - 1
         position_ids = torch.cat([prefix.position_ids, s_pos], dim=1)
+        bias = _with_zeros(prefix.key_bias, s_pad.shape[1])  # (B, S) or None
         (_, out), _ = self.run_layers(
-            [prefix.embs.to(dtype), suffix.to(dtype)], [None, cond], mask, position_ids
+            [prefix.embs.to(dtype), suffix.to(dtype)],
+            [None, cond],
+            mask,
+            position_ids,
+            key_bias=bias,
         )
         H = self.config.action_horizon
         out, _ = self.expert.norm(out[:, -H:], cond)
@@ -715,6 +727,11 @@ def drop_padding(prefix: Prefix) -> Prefix:
         position_ids=pick(prefix.position_ids),
         own_lengths=own,
     )
+
+
+def _with_zeros(bias: Tensor | None, n: int) -> Tensor | None:
+    """(B, S) key bias -> (B, S + n): the `n` keys after it (prompt, actions) unbiased."""
+    return None if bias is None else torch.cat([bias, bias.new_zeros(bias.shape[0], n)], 1)
 
 
 def _valid_extent(mask: Tensor) -> Tensor:

@@ -28,6 +28,7 @@ ScheduleKind = Literal["none", "constant", "linear", "cosine", "gap"]
 SCHEDULE_KINDS = get_args(ScheduleKind)
 PositionIds = Literal["openpi", "lightvla", "compact"]
 ScoreDtype = Literal["float32", "bfloat16"]
+TrainTokens = Literal["copies", "masked"]
 POSITION_IDS = get_args(PositionIds)
 
 
@@ -101,6 +102,11 @@ class PrunerConfig:
     keep_loss_weight: float = 0.0
     keep_loss_target: float = 0.25  # target kept fraction of the valid patches
     keep_loss_temperature: float = 0.05  # tau: below the score gaps, so a collapse shows
+    # What the LLM sees in training (policies/pruning/pruner.py): "copies", LightVLA's
+    # straight-through W @ patches (every slot a copy of the patch it selected); "masked",
+    # eval's sequence (each selected patch once, the rest out of attention through a
+    # straight-through keep gate on the attention logits, after DynamicViT §3.2).
+    train_tokens: TrainTokens = "copies"
 
     def validate(self) -> None:
         # The scorer table imports the scorer modules, which import this one: read it here.
@@ -155,5 +161,6 @@ PRUNER_RULES = {
     "keep_loss_weight": real_at_least(0),
     "keep_loss_target": real_in(0, 1, lo_open=True),
     "keep_loss_temperature": real_above(0),
+    "train_tokens": one_of(TrainTokens),
     "noise": Rule(lambda v: isinstance(v, NoiseScheduleConfig), "a NoiseScheduleConfig"),
 }

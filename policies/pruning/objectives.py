@@ -29,11 +29,17 @@ from torch import Tensor
 from policies.pruning.config import PrunerConfig
 
 
-def soft_union(scores_n: Tensor, patch_valid: Tensor, tau: float) -> Tensor:
-    """(B, N, N) column-masked scores, (B, N) valid -> (B,) sum_j max_i softmax(S_i/tau)_j."""
+def soft_keep(scores_n: Tensor, patch_valid: Tensor, tau: float) -> Tensor:
+    """(B, N, N) column-masked scores, (B, N) valid -> (B, N) max_i softmax(S_i/tau)_j:
+    how surely some row picks patch j (0 for invalid patches)."""
     p = torch.softmax(scores_n.float() / tau, dim=-1)  # (B, N, N) row i's pick over j
     p = p * patch_valid.unsqueeze(-1).float()  # invalid rows pick nothing
-    return (p.amax(dim=1) * patch_valid.float()).sum(-1)  # (B,)
+    return p.amax(dim=1) * patch_valid.float()
+
+
+def soft_union(scores_n: Tensor, patch_valid: Tensor, tau: float) -> Tensor:
+    """(B, N, N) column-masked scores, (B, N) valid -> (B,) sum_j max_i softmax(S_i/tau)_j."""
+    return soft_keep(scores_n, patch_valid, tau).sum(-1)
 
 
 def keep_ratio_loss(cfg: PrunerConfig, scores_n: Tensor, patch_valid: Tensor) -> Tensor:

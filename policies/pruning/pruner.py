@@ -15,6 +15,10 @@ train(): the sequence is NOT shortened. Each of the N slots selects one patch:
   W @ patches (d/dpatches through the hard one-hot, d/dS through the soft path).
   With a budget the slot's selection is made consistent with eval (selection.slot_index):
   at zero noise the distinct selected patches are exactly what eval keeps.
+  `train_tokens="masked"` trains on eval's sequence instead: each slot holds its own patch,
+  and the patches not kept leave attention through a straight-through keep gate on the
+  attention logits (`keep_gate_bias`, DynamicViT's attention masking), so a kept patch
+  draws attention once, as in eval (benchmarks/train_eval_gap.py measures the difference).
 eval(): tokens are really dropped: keep = budgeted union of the rows' argmaxes (no noise),
   gathered in original order, padded to K = max count over the batch (rounded up to a
   bucket). A sample's result does not depend on the rest of the batch beyond K.
@@ -32,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from policies.pruning.config import PrunerConfig
-from policies.pruning.objectives import keep_ratio_loss
+from policies.pruning.objectives import keep_ratio_loss, soft_keep
 from policies.pruning.registry import build_scorer
 from policies.pruning.schedule import make_schedule
 from policies.pruning.selection import (
@@ -57,6 +61,7 @@ class PruneResult:
     metrics: dict[str, float]  # METRIC_NAMES -> value ({} when cfg.telemetry is False)
     keep_mask: Tensor | None = None  # (B, N) bool: eval kept / train distinct selected patches
     aux_loss: Tensor | None = None  # () training objective on the selection (objectives.py)
+    key_bias: Tensor | None = None  # train "masked": (B, N) attention-logit bias of each patch
 
 
 class TokenPruner(nn.Module):
@@ -110,9 +115,14 @@ class TokenPruner(nn.Module):
                 noise_scale = noise_scale.view(-1, 1, 1)
             scores_n = scores_m + u * noise_scale  # masked columns stay at NEG
             noisy = select(self.cfg, scores_n, patch_valid)
-        index = slot_index(scores_n, noisy, patch_valid)  # (B, N)
-        out = straight_through(patches, scores_n, index, patch_valid)  # (B, N, D)
-        selected = count_votes(index, patch_valid) > 0  # (B, N) distinct selected patches
+        key_bias = None
+        if self.cfg.train_tokens == "masked":  # eval's sequence: each kept patch once
+            out, index, selected = patches, _own_slots(patches), noisy.keep
+            key_bias = keep_gate_bias(noisy.keep, soft_keep(scores_n, patch_valid, 1.0))
+        else:  # LightVLA: every slot a copy of the patch it selected
+            index = slot_index(scores_n, noisy, patch_valid)  # (B, N)
+            out = straight_through(patches, scores_n, index, patch_valid)  # (B, N, D)
+            selected = count_votes(index, patch_valid) > 0  # (B, N) distinct selected patches
         n_sel = selected.sum(1)  # (B,)
         metrics = self._metrics(
             sc, scores_m, patch_valid, task_mask, det, noisy, n_sel, noise_scale
@@ -121,7 +131,7 @@ class TokenPruner(nn.Module):
         if self.cfg.keep_loss_weight > 0:
             aux = keep_ratio_loss(self.cfg, scores_n, patch_valid)
             metrics = {**metrics, "prune/keep_loss": float(aux.detach())} if metrics else metrics
-        return PruneResult(out, index, patch_valid, n_sel, metrics, selected, aux)
+        return PruneResult(out, index, patch_valid, n_sel, metrics, selected, aux, key_bias)
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -193,3 +203,28 @@ def straight_through(
     soft = torch.softmax(scores_n, dim=-1) * patch_valid.unsqueeze(-1)  # (B, N, N)
     y = soft @ patches.detach().float()  # (B, N, D)
     return hard + (y - y.detach()).to(patches.dtype)
+
+
+# A dropped key's gate value: its logit bias log(1e-20) ~ -46 leaves it e^-46 of the weight of
+# an equal logit, nothing next to any kept key in fp32 (1 + 1e-20 == 1).
+GATE_EPS = 1e-20
+
+
+def keep_gate_bias(keep: Tensor, soft: Tensor) -> Tensor:
+    """(B, N) bool kept set, (B, N) soft keep probability -> (B, N) attention-logit bias.
+
+    DynamicViT (Rao et al. 2021, §3.2 "attention masking") drops tokens inside the softmax,
+    a_ij = exp(l_ij) M_j / sum_k exp(l_ik) M_k, with the gate M hard in value and soft in
+    gradient, so a dropped token's decision still learns what attending it would change. As
+    a bias on SDPA's logits that is log(M_j + eps): value 0 for kept keys and log(eps) for
+    dropped ones; its gradient 1 / (M_j + eps) times the bias gradient (which carries the
+    key's weight, eps exp(l_ij) / Z_i) gives back DynamicViT's exp(l_ij) / Z_i.
+    """
+    gate = keep.float() + (soft - soft.detach())  # value: exactly the hard decision
+    return torch.log(gate + GATE_EPS)
+
+
+def _own_slots(patches: Tensor) -> Tensor:
+    """(B, N, D) -> (B, N) long: slot i holds patch i."""
+    B, N, _ = patches.shape
+    return torch.arange(N, device=patches.device).expand(B, N)

@@ -248,3 +248,57 @@ def test_compact_position_ids_agree_between_training_and_eval():
         train_ids = tr.position_ids[b, :N][slots]
         assert set(train_ids.tolist()) == set(range(k))  # the same ids, shared by duplicates
         assert torch.equal(tr.position_ids[b, N:], ev.position_ids[b, -L:])  # language
+
+
+def losses_train_and_eval(model, obs, seed=3):
+    """Flow loss of the same weights, batch, noise and time in train mode (no pruner noise)
+    and in eval mode (the pruned sequence, as `sample` runs it)."""
+    c = model.config
+    g = torch.Generator().manual_seed(seed)
+    actions = torch.randn(B, c.action_horizon, c.action_dim, generator=g)
+    noise = torch.randn(B, c.action_horizon, c.action_dim, generator=g)
+    time = torch.rand(B, generator=g) * 0.9 + 0.05
+    with torch.no_grad():
+        model.train()
+        train = model.forward(obs, actions, noise, time, step=None).loss.mean()
+        model.eval()
+        evaluated = model.forward(obs, actions, noise, time).loss.mean()
+    return float(train), float(evaluated)
+
+
+@pytest.mark.parametrize(
+    "pruning",
+    [
+        {},  # adaptive: many slots select the same patch
+        {"budget": "keep_ratio", "keep_ratio": 0.5, "position_ids": "compact"},
+    ],
+)
+def test_masked_training_runs_the_eval_sequence(pruning):
+    """`train_tokens="masked"` trains on what eval runs: each kept patch once, the rest out
+    of attention, so the two losses agree; LightVLA's copies do not (train_eval_gap.py)."""
+    masked = model_with(train_tokens="masked", **pruning)
+    obs = obs_for(masked)
+    train, evaluated = losses_train_and_eval(masked, obs)
+    assert train == pytest.approx(evaluated, rel=1e-6)  # bitwise on our CPU
+    copies = model_with(train_tokens="copies", **pruning)
+    train, evaluated = losses_train_and_eval(copies, obs)
+    assert abs(train - evaluated) > 1e-4 * evaluated  # 8e-4 at random init
+
+
+def test_masked_training_keeps_length_and_trains_the_scorer():
+    model = model_with(
+        scorer="lowrank", train_tokens="masked", noise=NoiseScheduleConfig(kind="constant")
+    )
+    model.train()
+    obs = obs_for(model)
+    c = model.config
+    out = model.forward(obs, torch.randn(B, c.action_horizon, c.action_dim), step=0)
+    N = c.num_patches_total
+    assert out.prefix.embs.shape[1] == N + c.max_token_len
+    bias = out.prefix.key_bias
+    kept = bias[:, :N] == 0
+    assert torch.equal(kept.sum(1), out.prefix.kept_tokens)  # the gate keeps what it counts
+    assert (bias[:, :N][~kept] < -40).all() and (bias[:, N:] == 0).all()
+    out.loss.mean().backward()
+    grads = [p.grad for p in model.pruner.parameters()]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)

@@ -34,6 +34,7 @@ def test_defaults_are_valid():
         ("buckets", (64, 32), "pruning.buckets must be strictly increasing integers >= 1"),
         ("buckets", (0, 32), "pruning.buckets must be strictly increasing"),
         ("trim_prompt_padding", "yes", "pruning.trim_prompt_padding must be a bool"),
+        ("train_tokens", "dropped", "pruning.train_tokens must be one of ('copies', 'masked')"),
     ],
 )
 def test_validation_names_field_and_value(field, value, message):

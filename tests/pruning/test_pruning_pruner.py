@@ -406,3 +406,30 @@ def test_input_shape_errors(rand_batch):
         p(b.patches[..., :8], b.patch_valid, b.task, b.task_mask)
     with pytest.raises(ValueError, match="task_mask must be"):
         p(b.patches, b.patch_valid, b.task, b.task_mask[:, :3])
+
+
+def test_keep_gate_bias_is_dynamicvit_attention_masking():
+    """softmax(l + keep_gate_bias) is DynamicViT's exp(l) M / sum exp(l) M with M hard in
+    value and soft in gradient: the same output and the same gradient to the soft keep
+    probabilities, dropped patches included (they still learn what attending would do)."""
+    from policies.pruning.pruner import keep_gate_bias
+
+    g = torch.Generator().manual_seed(0)
+    B, Sq, Sk = 2, 5, 7
+    logits = torch.randn(B, Sq, Sk, generator=g)
+    v, w = torch.randn(B, Sk, 4, generator=g), torch.randn(B, Sq, 4, generator=g)
+    keep = torch.rand(B, Sk, generator=g) > 0.4
+    keep[:, 0] = True
+    soft = torch.rand(B, Sk, generator=g).requires_grad_()
+    y = torch.softmax(logits + keep_gate_bias(keep, soft)[:, None], dim=-1) @ v
+    (ours,) = torch.autograd.grad((y * w).sum(), soft)
+
+    soft_dv = soft.detach().clone().requires_grad_()
+    m = keep.float() + soft_dv - soft_dv.detach()
+    e = logits.exp() * m[:, None]
+    y_dv = (e / e.sum(-1, keepdim=True)) @ v
+    (theirs,) = torch.autograd.grad((y_dv * w).sum(), soft_dv)
+
+    assert torch.allclose(y, y_dv, atol=1e-6)
+    assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-6)
+    assert (ours[~keep].abs() > 0).all()

@@ -40,6 +40,17 @@ def test_every_ablation_variant_is_a_valid_pruner():
         assert cfg.enabled
 
 
+def test_the_ablation_runs_the_chosen_variants_in_ablation_order():
+    masked = "lightvla / keep-ratio loss / masked"
+    assert pruner_config(trial_params({"variant": masked}), 10).train_tokens == "masked"
+    chosen = tune_with(variants=(masked, "lightvla / no noise"))
+    chosen.validate()
+    assert chosen.ablation_variants == ("lightvla / no noise", masked)
+    assert tune_with().ablation_variants == tuple(ABLATION)
+    with pytest.raises(ValueError, match=r"tune.variants must be names of .*got \('linear',\)"):
+        tune_with(variants=("linear",)).validate()
+
+
 def tune_with(train: dict | None = None, rollout: dict | None = None, **over) -> TuneConfig:
     """A TuneConfig overriding fields of its nested train / rollout configs."""
     from tune.config import trial_rollout, trial_train
@@ -179,6 +190,9 @@ def test_the_ablation_report_quotes_the_report_block_and_the_late_telemetry(tmp_
     # the last logged step, not the first; missing metrics stay empty
     assert "| lightvla / no noise | 20 |  |  |  | 4.25 |  | 0.0123 |" in text
     assert "| lightvla / linear | | | | | (trial failed or stopped) |" in text
+    only = dataclasses.replace(cfg, variants=("lightvla / no noise",))
+    text = write_ablation_report(only, [row], tmp_path, wall_s=90.0).read_text()
+    assert "| lightvla / no noise |" in text and "lightvla / linear" not in text
     assert "wall time: 1.5 min" in text
     from tune.report import report_view
 
