@@ -1,10 +1,12 @@
 """The loss a pruned checkpoint trains on against the loss of what it runs.
 
-Training with the pruner keeps all N patch slots, each holding a copy of the patch it
-selected (policies/pruning/pruner.py, as LightVLA trains), so a patch chosen by many slots
-appears many times and draws attention in proportion; eval keeps each chosen patch once. The
-flow-matching loss of the same weights on the same batches (same noise and time) in the two
-modes measures that mismatch; beside it the same weights unpruned.
+Training with the pruner as LightVLA does (`pruning.train_tokens="copies"`) keeps all N
+patch slots, each holding a copy of the patch it selected (policies/pruning/pruner.py), so a
+patch chosen by many slots appears many times and draws attention in proportion; eval keeps
+each chosen patch once. The flow-matching loss of the same weights on the same batches (same
+noise and time) in the two modes measures that mismatch; beside it the same weights
+unpruned. A checkpoint trained with `train_tokens="masked"` trains on eval's sequence: its
+ratio is 1 by construction (the check that it is).
 
     .venv/bin/python benchmarks/train_eval_gap.py --data runs/refdata \
         [--trained-from runs/abl] [CKPT ...] [--batches 4] [--batch-size 32]
@@ -59,7 +61,7 @@ def losses(ckpt: str, data: str, count: int, batch_size: int) -> dict[str, float
     policy = load_policy(ckpt, LoadOptions(), device="cpu", prune=False)
     model = policy.model
     pruner = model.pruner
-    sums = {"unpruned": 0.0, "train_mode": 0.0, "eval_mode": 0.0}
+    sums: dict[str, float] = {"unpruned": 0.0, "train_mode": 0.0, "eval_mode": 0.0}
     for obs, acts, noise, time in batches(policy, data, count, batch_size):
         model.eval()
         model.pruner = None  # the same weights with every patch (the forward's pruner off)
@@ -70,9 +72,10 @@ def losses(ckpt: str, data: str, count: int, batch_size: int) -> dict[str, float
         for mode in ("train_mode", "eval_mode"):
             model.train(mode == "train_mode")  # step=None: no selection noise
             sums[mode] += float(model.forward(obs, acts, noise, time).loss.mean())
-    out: dict[str, float | None] = {k: v / count for k, v in sums.items()}
+    out: dict[str, float | str | None] = {k: v / count for k, v in sums.items()}
     if pruner is None:
         out["train_mode"] = out["eval_mode"] = None
+    out["train_tokens"] = None if pruner is None else pruner.cfg.train_tokens
     return out
 
 
@@ -98,13 +101,14 @@ def main() -> None:
             row["eval_over_train"] = row["eval_mode"] / row["train_mode"]
         rows.append(row)
         print(f"{row['checkpoint']}: {row}", flush=True)
-    cols = ["checkpoint", "unpruned", "train_mode", "eval_mode", "eval_over_train"]
+    cols = ["checkpoint", "train_tokens", "unpruned", "train_mode", "eval_mode", "eval_over_train"]
     print_table(rows, cols)
     write_json(
         args.out,
         {
             "description": "mean flow loss of the same weights on the same batches (fixed "
-            "noise and time): unpruned, pruner in train mode (N slots, no noise), pruner in "
+            "noise and time): unpruned, pruner in train mode (no noise; as the checkpoint "
+            "trained: train_tokens copies = N slots, masked = eval's sequence), pruner in "
             "eval mode (kept tokens only)",
             "data": args.data,
             "batches": args.batches,

@@ -98,6 +98,8 @@ class TuneConfig:
             object.__setattr__(self, "train", TrainConfig.from_dict(self.train))
         if isinstance(self.rollout, dict):
             object.__setattr__(self, "rollout", RolloutConfig.from_dict(self.rollout))
+        if isinstance(self.variants, list):  # JSON's form of the tuple
+            object.__setattr__(self, "variants", tuple(self.variants))
 
     @property
     def suite(self) -> str:

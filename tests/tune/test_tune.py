@@ -77,7 +77,11 @@ def test_validation_names_field():
 
 
 def test_the_nested_configs_survive_the_ray_round_trip():
-    cfg = tune_with(train={"lr": 1e-3}, rollout={"tasks": (1, 2), "suite": "goal"})
+    cfg = tune_with(
+        train={"lr": 1e-3},
+        rollout={"tasks": (1, 2), "suite": "goal"},
+        variants=("lightvla / no noise",),
+    )
     again = TuneConfig(**json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg and again.rollout.tasks == (1, 2)
 
