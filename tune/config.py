@@ -134,7 +134,7 @@ class TuneConfig:
 
 
 def _known_variants(v: Any) -> bool:
-    return isinstance(v, tuple | list) and all(name in ABLATION for name in v)
+    return isinstance(v, tuple) and all(name in ABLATION for name in v)  # lists: __post_init__
 
 
 TUNE_RULES = {

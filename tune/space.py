@@ -101,11 +101,11 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def ablation_space(variants: tuple[str, ...] = ()) -> dict[str, Any]:
-    """One trial per variant: `variants` (names of ABLATION), or all of them."""
+def ablation_space(variants: tuple[str, ...]) -> dict[str, Any]:
+    """One trial per variant (`TuneConfig.ablation_variants`: names of ABLATION)."""
     from ray import tune
 
-    return {"variant": tune.grid_search(list(variants or ABLATION))}
+    return {"variant": tune.grid_search(list(variants))}
 
 
 def trial_params(config: dict[str, Any]) -> dict[str, Any]:

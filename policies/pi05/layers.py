@@ -287,7 +287,13 @@ AttentionGroups = list[tuple[Tensor, Tensor, Tensor]]  # rows (R,), query (Sq_g,
 
 
 def grouped_attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, groups: AttentionGroups
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor,
+    scale: float,
+    groups: AttentionGroups,
+    bias: Tensor | None = None,
 ) -> Tensor:
     """`joint_attention` of each group of samples over its own columns only.
 
@@ -303,7 +309,8 @@ def grouped_attention(
         q_g = q[rows][:, :, q_cols]  # (R, h, Sq_g, hd)
         k_g, v_g = k[rows][:, :, k_cols], v[rows][:, :, k_cols]  # (R, kv, Sk_g, hd)
         mask_g = mask[rows][:, q_cols][:, :, k_cols]  # (R, Sq_g, Sk_g)
-        out[rows[:, None], q_cols] = joint_attention(q_g, k_g, v_g, mask_g, scale)
+        bias_g = None if bias is None else bias[rows][:, k_cols]  # (R, Sk_g)
+        out[rows[:, None], q_cols] = joint_attention(q_g, k_g, v_g, mask_g, scale, bias_g)
     return out
 
 

@@ -452,7 +452,7 @@ class Pi05Model(nn.Module):
         if groups is None:
             att = joint_attention(q, k, v, mask, head_dim**-0.5, key_bias)  # (B, S, h*hd)
         else:
-            att = grouped_attention(q, k, v, mask, head_dim**-0.5, groups)
+            att = grouped_attention(q, k, v, mask, head_dim**-0.5, groups, key_bias)
         outs: list[Tensor | None] = []
         start = 0
         for (x, layer), gate in zip(hs, gates):
