@@ -148,7 +148,11 @@ def length_groups(prefix: Prefix) -> Segments | None:
         if len(rows) == B and key == full:
             return None
         patch_cols = torch.arange(key[0], device=prefix.embs.device)
-        groups.append((rows, torch.cat([patch_cols, K + torch.arange(key[1]).to(patch_cols)])))
+        cols = torch.cat([patch_cols, K + torch.arange(key[1]).to(patch_cols)])
+        pad = prefix.pad_masks[rows]  # (R, S): a cut must drop padding only
+        if not torch.equal(pad[:, cols].sum(1), pad.sum(1)):
+            raise RuntimeError(f"own lengths {key} cut valid tokens of samples {rows.tolist()}")
+        groups.append((rows, cols))
     return groups
 
 
@@ -708,9 +712,11 @@ def drop_padding(prefix: Prefix) -> Prefix:
     patch_valid, lang_mask = prefix.pad_masks[:, :N], prefix.pad_masks[:, N:]  # (B, N), (B, L)
     B, L = lang_mask.shape
     own = torch.stack([patch_valid.long().sum(-1), _valid_extent(lang_mask)], dim=1)  # (B, 2)
-    K, Lk = (int(own[:, 0].max()), int(own[:, 1].max())) if B else (0, 0)
-    if K == N and Lk == L:  # no sample has padding: the layout as it is
+    if bool((own == own.new_tensor([N, L])).all()):  # no sample has padding: as it is
         return dataclasses.replace(prefix, own_lengths=own)
+    # Gather even when the batch's largest lengths are the full ones: a sample with a camera
+    # absent must have its valid patches first whatever its companions keep.
+    K, Lk = int(own[:, 0].max()), int(own[:, 1].max())
     first = torch.argsort((~patch_valid).to(torch.int8), dim=1, stable=True)[:, :K]  # (B, K)
     prompt = N + torch.arange(Lk, device=first.device).expand(B, Lk)  # (B, Lk)
     cols = torch.cat([first, prompt], dim=1)  # (B, K + Lk) sequence columns per sample

@@ -51,9 +51,12 @@ def test_pruned_sample_keeps_78_and_shortens_prefix(result):
     assert pr["total_tokens"] == full["total_tokens"] == cfg.num_patches_total == 768
     assert pr["kept_tokens"] == [78]
     assert full["kept_tokens"] == [768]
-    # pruned: 78 patches + the prompt trimmed to its valid tokens; unpruned: 768 + 200 slots
+    # pruned: 78 patches + the prompt trimmed to its valid tokens. Unpruned inference runs
+    # without padding slots too (policies/pi05/model.py `drop_padding`): all 768 patches
+    # (every camera present) + the valid prompt, not openpi's 768 + 200 padded slots.
     assert pr["prefix_len"] == 78 + result["prompt_len"]
-    assert full["prefix_len"] == 768 + cfg.max_token_len
+    assert full["prefix_len"] == 768 + result["prompt_len"]
+    assert result["prompt_len"] < cfg.max_token_len  # so the padding-free path is taken
     assert pr["prefix_len"] < full["prefix_len"]
 
 

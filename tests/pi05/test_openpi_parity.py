@@ -1,13 +1,16 @@
-"""Numeric parity with the real openpi `PI0Pytorch` (pi05) on a stored fixture.
+"""Numeric parity with the real openpi `PI0Pytorch` (pi05) on stored fixtures.
 
-The fixture folder comes from `PRUNEPI_OPENPI_FIXTURE` (default: the committed
-tests/fixtures/openpi_pi05_tiny_a) and every size from its config.json, so any fixture
-of that format (other sizes, batch, horizon, camera masks, prompt lengths) is checked the
-same way. Tolerances come from the fixture's `suggested_tolerance`.
+Every committed fixture (tests/fixtures/openpi_pi05_tiny_*: batch sizes 1-8, prompt lengths
+from 1 to the full slot count, cameras masked per sample, horizons 4-16, 4 and 8 heads,
+SigLIP grids of 4x4 to 16x16 patches), plus `PRUNEPI_OPENPI_FIXTURE` if set, each run on 1
+and on 2 threads: the inference fast paths are chosen per shape and thread count
+(policies/invariant.py), so each must keep openpi's numbers where it is taken. Every size
+comes from the fixture's config.json, the tolerances from its `suggested_tolerance`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -17,21 +20,40 @@ from safetensors.torch import load_file
 from policies.pi05.checkpoint import load_openpi_weights
 from policies.pi05.config import from_openpi_fixture_config
 from policies.pi05.model import Observation, Pi05Model
-from tests.fixtures import openpi_fixture_dir
+from tests.fixtures import openpi_fixture_dirs
 
 pytestmark = pytest.mark.openpi_parity
 
+CASES = [(folder, threads) for folder in openpi_fixture_dirs() for threads in (1, 2)]
 
-@pytest.fixture(scope="module")
-def fx():
-    folder = openpi_fixture_dir()  # fails naming the path when absent, never skips
+
+@contextlib.contextmanager
+def num_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[f"{f.name}-{t}thr" for f, t in CASES])
+def fx(request):
+    folder, threads = request.param
     meta = json.loads((folder / "config.json").read_text())
+    meta["case_threads"] = threads  # ours in this case (config.json "threads": openpi's)
     torch.manual_seed(0)
     model = Pi05Model(from_openpi_fixture_config(meta)).eval()
     load_openpi_weights(model, folder / "model.safetensors")
     inputs = load_file(folder / "inputs.safetensors")
     outputs = load_file(folder / "outputs.safetensors")
     return meta, model, inputs, outputs
+
+
+@pytest.fixture(autouse=True)
+def case_threads(fx):
+    with num_threads(fx[0]["case_threads"]):
+        yield
 
 
 def make_obs(meta, inputs) -> Observation:
@@ -59,7 +81,7 @@ def assert_close(meta, name, ours, ref, tolerance=None):
 @pytest.fixture(scope="module")
 def loss_pass(fx):
     meta, model, inputs, _ = fx
-    with torch.no_grad():
+    with torch.no_grad(), num_threads(meta["case_threads"]):
         return model.forward(
             make_obs(meta, inputs), inputs["actions"], inputs["noise"], inputs["time"]
         )
@@ -134,25 +156,46 @@ def test_tight_tier_cpu_fp32(fx, loss_pass):
 
 
 def test_masked_camera_pixels_do_not_matter(fx):
-    """Changing a masked camera's pixels leaves actions and loss bitwise unchanged."""
+    """Changing a camera's pixels leaves actions and loss bitwise unchanged for every sample
+    that has that camera masked (masks vary per sample)."""
     meta, model, inputs, _ = fx
     obs = make_obs(meta, inputs)
     masked = [c for c in meta["camera_names"] if not bool(inputs[f"image_mask.{c}"].all())]
     if not masked:
         pytest.skip("fixture masks no camera")
     g = torch.Generator().manual_seed(5)
-    images = dict(obs.images)
-    for c in masked:
-        images[c] = torch.rand(images[c].shape, generator=g) * 2 - 1
-    obs2 = Observation(
-        images, obs.image_masks, obs.state, obs.tokenized_prompt, obs.tokenized_prompt_mask
-    )
-    a1 = model.sample_actions(obs, inputs["noise"])
-    a2 = model.sample_actions(obs2, inputs["noise"])
-    # Only samples whose camera is masked are guaranteed unchanged.
-    rows = torch.stack([~inputs[f"image_mask.{c}"] for c in masked]).all(0)
-    assert torch.equal(a1[rows], a2[rows])
     with torch.no_grad():
         l1 = model.compute_loss(obs, inputs["actions"], inputs["noise"], inputs["time"])
-        l2 = model.compute_loss(obs2, inputs["actions"], inputs["noise"], inputs["time"])
-    assert torch.equal(l1[rows], l2[rows])
+    a1 = model.sample_actions(obs, inputs["noise"])
+    for c in masked:
+        images = dict(obs.images)
+        images[c] = torch.rand(images[c].shape, generator=g) * 2 - 1
+        obs2 = Observation(
+            images, obs.image_masks, obs.state, obs.tokenized_prompt, obs.tokenized_prompt_mask
+        )
+        rows = ~inputs[f"image_mask.{c}"]
+        assert torch.equal(model.sample_actions(obs2, inputs["noise"])[rows], a1[rows]), c
+        with torch.no_grad():
+            l2 = model.compute_loss(obs2, inputs["actions"], inputs["noise"], inputs["time"])
+        assert torch.equal(l2[rows], l1[rows]), c
+
+
+def test_each_sample_alone_matches_openpis_batch(fx):
+    """A sample inferred alone gives openpi's actions for it in the fixture's batch: the
+    padding-free prefix cuts every sample to its own valid tokens, whatever its companions
+    have (a full prompt or all cameras elsewhere in the batch must not move its slots)."""
+    meta, model, inputs, out = fx
+    B = meta["batch_size"]
+    if B == 1:
+        pytest.skip("fixture has one sample")
+    obs = make_obs(meta, inputs)
+    for b in range(B):
+        one = Observation(
+            {c: x[b : b + 1] for c, x in obs.images.items()},
+            {c: m[b : b + 1] for c, m in obs.image_masks.items()},
+            obs.state[b : b + 1],
+            obs.tokenized_prompt[b : b + 1],
+            obs.tokenized_prompt_mask[b : b + 1],
+        )
+        alone = model.sample_actions(one, inputs["noise"][b : b + 1], meta["num_steps"])
+        assert_close(meta, "sample_actions", alone[0], out["sample_actions"][b])
