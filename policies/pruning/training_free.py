@@ -10,9 +10,10 @@ does a scorer beat chance, and does it beat plain spatial coverage?
   any rollout order (π0.5's embeddings are bitwise batch-invariant on CPU; a GPU whose
   batched kernels round differently gives another, equally random, draw).
 - scorer "grid": spatial subsampling. A sample's kept count k (its budget) is split evenly
-  over its valid cameras and each camera keeps the patches nearest to a uniform grid of its
-  share: rows of points spread evenly over the camera's patch rows, the points of a row
-  evenly over its columns (every k-th patch in both axes when the share is a square).
+  over its valid cameras and each camera keeps the first patches of one fixed order
+  (`grid_order`): at every count each of the camera's patch rows and patch columns holds
+  the same number of kept patches, give or take one, and the kept patches spread out, so no
+  budget drops a stripe (a whole row, a whole column, or one column in many rows).
 
 Both are score matrices whose rows all equal one per-patch priority s, S[b, i, j] =
 s[b, j], so selection.py is unchanged: every row votes for the top patch and the
@@ -95,22 +96,72 @@ def random_priority(
     return torch.stack(rows).to(patches.device) if rows else patches.new_zeros(0, N)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.cache
+def grid_order(side: int) -> tuple[int, ...]:
+    """Every patch of a side x side grid, row-major index, in the order "grid" keeps them:
+    any first k hold floor(k / side) or ceil(k / side) patches of every row AND of every
+    column, and spread out.
+
+    Why: rows of evenly spaced points (the first "grid") put the same columns in every row,
+    so at 58 of 64 both cameras lost one vertical stripe in every frame. Here the order runs
+    in `side` rounds, each a permutation (one patch per row and per column), which keeps both
+    axes balanced at every count, and the complement too (the dropped patches of a dense
+    budget are balanced the same way). Inside a round the next patch is the farthest from
+    every patch taken so far (farthest-point sampling; ties: nearer the centre, then lower
+    index), among those that leave the round completable into a permutation (a perfect
+    matching of its remaining rows and columns over free patches; after a whole round the
+    free patches form a regular bipartite graph, which always has one).
+    """
+    c = (side - 1) / 2
+    centre = [(i // side - c) ** 2 + (i % side - c) ** 2 for i in range(side * side)]
+    far = [math.inf] * (side * side)  # squared distance to the nearest patch taken
+    free = [[True] * side for _ in range(side)]
+    order: list[int] = []
+    for _ in range(side):
+        rows, cols = set(range(side)), set(range(side))
+        for _ in range(side):
+            i = _next_in_round(side, rows, cols, free, far, centre)
+            y, x = divmod(i, side)
+            order.append(i)
+            rows.discard(y), cols.discard(x)
+            far = [min(f, (j // side - y) ** 2 + (j % side - x) ** 2) for j, f in enumerate(far)]
+    return tuple(order)
+
+
+def _next_in_round(side, rows, cols, free, far, centre) -> int:
+    """The farthest free patch in a row and column unused this round whose taking leaves
+    the round's other rows and columns a perfect matching (`grid_order`)."""
+    cand = [y * side + x for y in rows for x in cols if free[y][x]]
+    for i in sorted(cand, key=lambda j: (-far[j], centre[j], j)):
+        y, x = divmod(i, side)
+        free[y][x] = False
+        if _perfect_matching(sorted(rows - {y}), sorted(cols - {x}), free):
+            return i
+        free[y][x] = True
+    raise RuntimeError(f"no patch completes the round on a {side}x{side} grid")  # unreachable
+
+
+def _perfect_matching(rows: list[int], cols: list[int], free: list[list[bool]]) -> bool:
+    """Whether every row can take a distinct column over free cells (augmenting paths)."""
+    owner: dict[int, int] = {}
+
+    def place(r: int, seen: set[int]) -> bool:
+        for c in cols:
+            if free[r][c] and c not in seen:
+                seen.add(c)
+                if c not in owner or place(owner[c], seen):
+                    owner[c] = r
+                    return True
+        return False
+
+    return all(place(r, set()) for r in rows)
+
+
 def grid_points(side: int, k: int) -> tuple[int, ...]:
-    """Row-major indices of the k patches of a side x side grid nearest a uniform grid of
-    k points: `rows` rows of points at the row centres, each with an even share of k."""
+    """Row-major indices (sorted) of the k patches "grid" keeps of a side x side grid."""
     if not 0 <= k <= side * side:
         raise ValueError(f"k must be in [0, {side * side}] for a {side}x{side} grid, got {k}")
-    if k == 0:
-        return ()
-    # About square, but at most `side` points a row (and so distinct columns).
-    rows = min(side, max(round(math.sqrt(k)), math.ceil(k / side)))
-    out = []
-    for r in range(rows):
-        n = k // rows + (r < k % rows)
-        y = int((r + 0.5) * side / rows)
-        out += [y * side + int((c + 0.5) * side / n) for c in range(n)]
-    return tuple(out)
+    return tuple(sorted(grid_order(side)[:k]))
 
 
 def grid_priority(patch_valid: Tensor, counts: Tensor, patches_per_camera: int) -> Tensor:

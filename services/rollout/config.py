@@ -23,9 +23,10 @@ NOOP_ACTION = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)
 # start + k). LIBERO's protocol is 50 episodes per task, episode k from state k (openpi
 # examples/libero/main.py), so reports use states 0-49. Choosing settings on the states a
 # report then quotes would overfit the report; Tune selects on states 100-149 instead. The
-# two never overlap: a block holds BLOCK_EPISODES (50) states and the 50 states between them
-# leave room for a report of up to 100 episodes. Our suites have 200 states per task
-# (envs.suites.NUM_INIT_STATES); real LIBERO has only its 50, the report block.
+# report block is every state below SELECTION_BLOCK (a report of up to 100 episodes a task),
+# the selection block every state from it on; a run reaching into both is refused
+# (`check_one_block`). Our suites have 200 states per task (envs.suites.NUM_INIT_STATES);
+# real LIBERO has only its 50, the report block.
 REPORT_BLOCK = 0
 SELECTION_BLOCK = 100
 BLOCK_EPISODES = 50
@@ -54,6 +55,21 @@ def check_init_block(suite: str, start: int, count: int, name: str = "init_state
         raise ValueError(
             f"{name} + episodes_per_task must be <= {n} (the initial states per task of suite "
             f"{suite!r}), got {name}={start} + episodes_per_task={count} = {start + count}"
+        )
+    check_one_block(start, count, name, n)
+
+
+def check_one_block(start: int, count: int, name: str, num_states: int) -> None:
+    """Raise naming both ranges when states start..start+count-1 reach into both blocks:
+    settings chosen on one block and reported on the other must never share a state. The
+    report block is every state below SELECTION_BLOCK, the selection block the rest."""
+    end = start + count - 1
+    if count > 0 and start < SELECTION_BLOCK <= end:
+        raise ValueError(
+            f"{name}={start} with episodes_per_task={count} runs initial states {start}-{end}, "
+            f"which overlap both the report block (states {REPORT_BLOCK}-{SELECTION_BLOCK - 1})"
+            f" and the selection block (states {SELECTION_BLOCK}-{num_states - 1}); keep a run "
+            f"inside one of them"
         )
 
 

@@ -90,9 +90,11 @@ class RolloutWorker:
 
     def __init__(self, cfg: RolloutConfig):
         import envs
+        from prunepi.env import set_torch_threads
 
         self.cfg = cfg
         self.slots = cfg.envs_per_worker
+        self.torch_threads = set_torch_threads(cfg.num_cpus_per_worker)
         self.policy = make_policy(cfg)
         self.image_size = cfg.image_size or int(self.policy.metadata.get("image_size", 224))
         self.max_steps = cfg.max_steps or envs.suite_max_steps(cfg.suite)

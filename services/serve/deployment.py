@@ -64,15 +64,18 @@ class PolicyDeployment:
     def __init__(self, cfg: ServeConfig):
         # imported in the replica, not by the driver
         from policies.loading import LoadOptions, load_policy
+        from prunepi.env import set_torch_threads
 
         self.cfg = cfg
+        threads = set_torch_threads(cfg.num_cpus_per_replica)
         # a prunepi or an openpi checkpoint folder (with the options it lacks)
         self.policy = load_policy(
             cfg.checkpoint, LoadOptions.of(cfg), device=cfg.device, prune=cfg.prune
         )
         # The policy's metadata, plus which replica answers this connection (a websocket
         # stays on one replica): how a client, or a test, tells replicas apart.
-        self.metadata = {**self.policy.metadata, "replica": serve.get_replica_context().replica_tag}
+        replica = serve.get_replica_context().replica_tag
+        self.metadata = {**self.policy.metadata, "replica": replica, "torch_threads": threads}
         self._infer_batch.set_max_batch_size(cfg.max_batch_size)
         self._infer_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
 

@@ -124,3 +124,49 @@ def test_init_states_are_fixed_and_images_rotated_180(spatial_env):
     np.testing.assert_array_equal(again[IMAGE_KEY], first[IMAGE_KEY])
     other, _ = env.reset(options={"init_state_id": 1})
     assert not np.array_equal(other[IMAGE_KEY], first[IMAGE_KEY])  # objects moved
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.render
+@pytest.mark.timeout(600)
+def test_rollout_of_a_pruned_policy_on_real_libero(tmp_path):
+    """The product's LIBERO path end to end: `run_rollout` on a real local Ray, a rollout
+    actor stepping real LIBERO (`libero_spatial`, openpi's warm-up and 224 px cameras) with
+    a tiny pruned checkpoint in process, a valid results file."""
+    pytest.importorskip("libero.libero")
+    import json
+
+    import ray
+
+    from prunepi import env
+    from services.rollout import RolloutConfig, run_rollout
+    from services.rollout.results import validate_results
+    from tests.serve.conftest import make_tiny_checkpoint
+
+    checkpoint = make_tiny_checkpoint(tmp_path / "tiny")
+    out = tmp_path / "RESULTS.json"
+    cfg = RolloutConfig(
+        checkpoint=str(checkpoint),
+        suite="libero_spatial",
+        tasks=(0,),
+        episodes_per_task=2,
+        max_steps=6,
+        num_workers=1,
+        num_cpus_per_worker=0.5,
+        out=str(out),
+    )
+    started = env.init_local_ray(num_cpus=2)
+    try:
+        results = run_rollout(cfg)
+    finally:
+        if started:
+            ray.shutdown()
+    assert json.loads(out.read_text()) == results
+    validate_results(results)
+    assert results["episodes"] == 2 and len(results["tasks"]) == 1
+    ((instruction, row),) = results["tasks"].items()
+    assert instruction.startswith("pick up the black bowl"), instruction
+    assert row["episode_length_mean"] == 6  # max_steps policy steps, after the warm-up
+    assert row["kept_tokens_min"] == row["kept_tokens_max"] == results["kept_tokens_mean"]
+    assert 0 < results["kept_tokens_mean"] < results["total_tokens"]

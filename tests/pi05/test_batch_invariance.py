@@ -54,9 +54,11 @@ def tokenizer(tmp_path_factory) -> PromptTokenizer:
     return PromptTokenizer(path, tiny().max_token_len)
 
 
-def make_policy(pruning: PrunerConfig, tokenizer: PromptTokenizer) -> Policy:
+def make_policy(
+    pruning: PrunerConfig, tokenizer: PromptTokenizer, dtype: str = "float32"
+) -> Policy:
     torch.manual_seed(0)
-    model = Pi05Model(dataclasses.replace(tiny(), pruning=pruning))
+    model = Pi05Model(dataclasses.replace(tiny(), pruning=pruning, dtype=dtype))
     rng = np.random.default_rng(0)
     stats = {
         "state": NormStats.from_data(rng.normal(size=(64, 8))),
@@ -107,6 +109,16 @@ def test_infer_batch_is_bitwise_batch_invariant(name, threads, tokenizer):
 def test_two_threads_batch_invariant(name, threads, tokenizer):
     assert threads == 2
     policy = make_policy(PRUNING[name], tokenizer)
+    check_alone_equals_batched(policy, raw_observations(3), [[0, 1, 2], [2, 0]])
+
+
+# bf16 (openpi's mixed precision, as full-size π0.5 runs on CPU): its Linears take one
+# F.linear call per sample (policies/invariant.py `_linear_each`), never the bf16 bmm.
+@pytest.mark.parametrize("threads", [1, 2], indirect=True)
+@pytest.mark.parametrize("name", ["unpruned", "keep_ratio"])
+def test_bf16_batch_invariant(name, threads, tokenizer):
+    policy = make_policy(PRUNING[name], tokenizer, dtype="bfloat16")
+    assert policy.model.compute_dtype == torch.bfloat16
     check_alone_equals_batched(policy, raw_observations(3), [[0, 1, 2], [2, 0]])
 
 
@@ -235,3 +247,52 @@ def test_packed_pass_is_the_per_group_passes_bitwise(name, threads, tokenizer, m
         assert len(model._runs(prefix)) == len(segments)
         split = model.sample(obs, noise).actions
     assert torch.equal(packed, split), (packed - split).abs().max()
+
+
+def test_rows_probe_says_no_to_a_kernel_whose_rows_depend_on_the_others(monkeypatch):
+    """`rows_independent` rejects a GEMM whose row results move with the row count or the
+    other rows (what MKL does on two threads), so the flattened fast path is never taken
+    on such a BLAS; the model's Linears then run per sample."""
+    import types
+
+    import torch.nn.functional as F
+
+    import policies.invariant as inv
+
+    def by_row_count(x, w, b=None):  # rounding that changes with M, as a kernel switch does
+        y = F.linear(x, w, b)
+        return y + (x.shape[0] % 3 == 0) * 1e-6
+
+    def by_companions(x, w, b=None):
+        y = F.linear(x, w, b)
+        return y + 1e-7 * y.mean(0, keepdim=True)
+
+    for leaky in (by_row_count, by_companions):
+        inv._rows_independent.cache_clear()
+        monkeypatch.setattr(inv, "F", types.SimpleNamespace(linear=leaky))
+        assert not inv.rows_independent(64, 96, torch.float32), leaky.__name__
+    inv._rows_independent.cache_clear()
+    monkeypatch.setattr(inv, "F", F)
+    rowwise = types.SimpleNamespace(linear=lambda x, w, b: (x[:, :, None] * w.t()).sum(1) + b)
+    monkeypatch.setattr(inv, "F", rowwise)  # exactly row-wise by construction
+    assert inv.rows_independent(64, 96, torch.float32)
+    inv._rows_independent.cache_clear()
+
+
+def test_sdpa_probe_says_no_to_a_batch_dependent_attention(monkeypatch):
+    """The joint layers' SDPA probe rejects an attention whose sample depends on its batch."""
+    import policies.pi05.layers as layers
+
+    real = layers.fused_attention
+
+    def leaky(q, k, v, mask, scale, bias=None):
+        y = real(q, k, v, mask, scale, bias)
+        return y + 1e-7 * y.mean(0, keepdim=True)
+
+    layers._sdpa_probe.cache_clear()
+    monkeypatch.setattr(layers, "fused_attention", leaky)
+    assert not layers._sdpa_probe(4, 1, 12, 20, 16, torch.float32, 0.25)
+    layers._sdpa_probe.cache_clear()
+    monkeypatch.setattr(layers, "fused_attention", real)
+    layers._sdpa_probe(4, 1, 12, 20, 16, torch.float32, 0.25)  # the real one: a bool either way
+    layers._sdpa_probe.cache_clear()

@@ -210,3 +210,17 @@ def test_a_job_given_mid_chunk_waits_for_the_replan_boundary(adaptive_checkpoint
     for ep in (short, full, *rest):
         assert dataclasses.asdict(ep) == alone[(ep.task_id, ep.episode)]
     assert [(e.task_id, e.episode) for e in rest] == [(1, 1)]
+
+
+def test_a_worker_sets_its_torch_threads_from_its_cpus(adaptive_checkpoint):
+    """Not left to OMP_NUM_THREADS: the inference fast paths are chosen per thread count."""
+    before = torch.get_num_threads()
+    try:
+        for cpus, threads in ((0.5, 1), (2.0, 2)):
+            torch.set_num_threads(3 - threads)  # the other count, so setting it shows
+            cfg = base_config(checkpoint=str(adaptive_checkpoint), num_cpus_per_worker=cpus)
+            worker = RolloutWorker(cfg)
+            worker.close()
+            assert worker.torch_threads == threads == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)

@@ -126,3 +126,33 @@ def test_report_and_selection_blocks_are_disjoint_and_fit_our_suites():
         check_init_block(suite, SELECTION_BLOCK, BLOCK_EPISODES)
         check_init_block(suite, REPORT_BLOCK, BLOCK_EPISODES)
     check_init_block("libero_spatial", REPORT_BLOCK, BLOCK_EPISODES)
+
+
+@pytest.mark.parametrize(
+    ("start", "count", "ok"),
+    [(0, 100, True), (0, 150, False), (50, 60, False), (99, 2, False), (100, 100, True)],
+)
+def test_a_run_reaching_into_both_blocks_is_refused_naming_both_ranges(start, count, ok):
+    cfg = RolloutConfig(
+        checkpoint="c", suite="spatial", init_state_start=start, episodes_per_task=count
+    )
+    if ok:
+        assert len(episode_jobs(cfg)) == 4 * count
+        return
+    end = start + count - 1
+    match = (
+        rf"init_state_start={start} with episodes_per_task={count} runs initial states "
+        rf"{start}-{end}, which overlap both the report block \(states 0-99\) and the "
+        r"selection block \(states 100-199\)"
+    )
+    with pytest.raises(ValueError, match=match):
+        episode_jobs(cfg)
+
+
+def test_the_demo_refuses_a_report_reaching_the_selection_block():
+    from services.demo import DemoConfig
+
+    DemoConfig().validate()
+    demo = DemoConfig(rollout=RolloutConfig(episodes_per_task=150))
+    with pytest.raises(ValueError, match=r"states 0-149, which overlap both the report"):
+        demo.validate()

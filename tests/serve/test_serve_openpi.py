@@ -72,6 +72,7 @@ def test_openpi_client_gets_pruned_actions_from_an_openpi_folder(local_ray, open
     finally:
         handle.stop()
     assert isinstance(meta.pop("replica"), str)  # which replica answers this connection
+    assert meta.pop("torch_threads") == 1  # set from num_cpus_per_replica=0.25, not Ray's env
     assert meta == {
         "action_horizon": 10,
         "action_dim": 7,

@@ -29,6 +29,7 @@ def _policy_metadata(client: WebsocketClientPolicy) -> dict:
     """The server's metadata less the replica id (which differs per replica)."""
     meta = dict(client.get_server_metadata())
     assert isinstance(meta.pop("replica"), str)
+    assert meta.pop("torch_threads") == 1  # the replica's set count (num_cpus_per_replica 0.5)
     return meta
 
 

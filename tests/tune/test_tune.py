@@ -61,6 +61,12 @@ def tune_with(train: dict | None = None, rollout: dict | None = None, **over) ->
     )
 
 
+def test_a_report_block_reaching_the_selection_block_is_refused():
+    tune_with(report_episodes_per_task=100).validate()
+    with pytest.raises(ValueError, match=r"REPORT_BLOCK=0 .* states 0-149, which overlap both"):
+        tune_with(report_episodes_per_task=150).validate()
+
+
 def test_validation_names_field():
     with pytest.raises(ValueError, match="tune.searcher"):
         tune_with(searcher="grid").validate()
